@@ -1,0 +1,1 @@
+"""whatsmate-bot: a Telegram chat-ops bot for the WhatsMate REST API."""

@@ -1,0 +1,159 @@
+"""The command line: ``whatsmate-bot run | demo | check | exec`` (also ``python -m bot``).
+
+Exit codes are part of the contract (SPEC.md): a bad config is one line naming the key
+and exit 2, never a traceback; ``exec`` exits 0 ok, 1 gateway or outcome failure,
+2 usage or config error, so it can run from cron.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from bot.audit import Outcome
+from bot.config import Config, load_config
+from bot.errors import BotError, ConfigError, GatewayError
+from bot.logs import configure_logging, get_logger
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXEC_EXIT = {Outcome.OK: EXIT_OK, Outcome.DRY_RUN: EXIT_OK, Outcome.ERROR: EXIT_FAILURE,
+             Outcome.UNKNOWN: EXIT_FAILURE, Outcome.CANCELLED: EXIT_FAILURE,
+             Outcome.USAGE: EXIT_USAGE, Outcome.DENIED: EXIT_USAGE,
+             Outcome.PENDING: EXIT_USAGE}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="whatsmate-bot", description="Telegram chat-ops bot for the WhatsMate API."
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="COMMAND")
+
+    def with_config(name: str, text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
+        return command
+
+    with_config("run", "run the bot (long polling, or webhook when telegram.webhook_url is set)")
+    sub.add_parser("demo", help="console chat against a built-in sandbox gateway (no network)",
+                   description="Console chat as an admin against a sandbox WhatsMate. "
+                   "Reads commands from stdin, one a line.")  # fmt: skip
+    with_config("check", "validate the config and check both gateway status endpoints")
+    exec_command = with_config("exec", "run one command as the first admin and print the reply")
+    exec_command.add_argument("command", help='the command, e.g. "/status"')
+    exec_command.add_argument("--yes", action="store_true",
+                              help="send even to more than confirm_over recipients")  # fmt: skip
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.action == "demo":
+        from bot.demo import run_demo
+
+        configure_logging(fmt="console", level="warning")
+        return asyncio.run(run_demo())
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(fmt=config.log.format, level=config.log.level, secrets=config.secrets)
+    if args.action == "run":
+        return asyncio.run(_run(config))
+    if args.action == "check":
+        return asyncio.run(_check(config))
+    return asyncio.run(_exec(config, args.command, args.yes))
+
+
+async def _run(config: Config) -> int:
+    from bot.runtime import open_runtime
+    from bot.telegram_app import build_application, serve
+
+    log = get_logger("bot")
+    stop = asyncio.Event()
+
+    def on_signal(number: int) -> None:
+        if stop.is_set():
+            log.warning("second_signal_exiting_now", signal=number)
+            os._exit(128 + number)
+        log.info("signal_received", signal=number)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, on_signal, number)
+    async with open_runtime(config) as runtime:
+        app, _ = build_application(config, runtime.service, runtime.http)
+        server = None
+        if runtime.metrics is not None:
+            from bot.metrics import serve_metrics
+
+            def healthy() -> bool:
+                running = app.updater is not None and app.updater.running
+                return running and runtime.service.last_gateway_up is not False
+
+            server = serve_metrics(runtime.metrics, healthy, config.metrics_port)
+        try:
+            await serve(app, config, stop)
+        finally:
+            if server is not None:
+                server.shutdown()
+    log.info("stopped")
+    return EXIT_OK
+
+
+async def _check(config: Config) -> int:
+    from bot.runtime import open_runtime
+
+    print("config: ok")
+    async with open_runtime(config) as runtime:
+        gateway, instance = runtime.gateway, config.whatsmate.telegram_instance
+        results = await asyncio.gather(gateway.gateway_status(), gateway.telegram_status(instance),
+                                       return_exceptions=True)  # fmt: skip
+    healthy = True
+    for label, result in zip(("WhatsApp gateway", f"Telegram gateway (instance {instance})"),
+                             results, strict=True):  # fmt: skip
+        if isinstance(result, GatewayError):
+            print(f"{label}: unreachable — {result.detail}")
+            healthy = False
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            print(f"{label}: {result.status}")
+            healthy = healthy and result.up
+    return EXIT_OK if healthy else EXIT_FAILURE
+
+
+async def _exec(config: Config, text: str, confirmed: bool) -> int:
+    from bot.runtime import open_runtime
+    from bot.service import Request
+
+    admin = config.access.first_admin
+    if admin is None:
+        print("config error: access.admins: exec runs as the first admin; none is configured",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    async with open_runtime(config) as runtime:
+        reply = await runtime.service.handle(
+            Request(admin, admin, private=True, text=text), confirmed=confirmed
+        )
+    print(reply.text)
+    if reply.confirm:
+        print("Not sent: re-run with --yes to confirm.", file=sys.stderr)
+    return EXEC_EXIT[reply.outcome]
+
+
+def entry() -> None:
+    try:
+        sys.exit(main())
+    except BotError as exc:  # pragma: no cover - a last line of defence, one line only
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    entry()

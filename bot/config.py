@@ -1,0 +1,414 @@
+"""Load the YAML config into frozen dataclasses, or fail with one line naming the key.
+
+Why a hand-written reader and not a schema library: the file is small, every key is
+listed in SPEC.md, and every problem must become a ``ConfigError`` whose ``key`` is the
+dotted path (``whatsmate.timeout_s``) — unknown keys included, because a typo must not
+silently disable access control. ``${VAR}`` in any string is read from the environment;
+the three secrets fall back to their environment variables when the file leaves them out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from bot.errors import ConfigError, RecipientError
+from bot.recipients import AddressBook, clean_number, looks_like_number
+
+T = TypeVar("T")
+
+SECRET_ENV = {
+    "telegram.token": "TELEGRAM_BOT_TOKEN",
+    "whatsmate.client_id": "WHATSMATE_CLIENT_ID",
+    "whatsmate.client_secret": "WHATSMATE_CLIENT_SECRET",
+}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_EVERY = re.compile(r"([1-9][0-9]*)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    token: str = field(repr=False)
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    webhook_url: str | None = None
+    listen: str = "0.0.0.0"
+    port: int = 8443
+    secret_token: str | None = field(default=None, repr=False)
+    messages_per_second: float = 30.0
+    messages_per_minute_per_group: float = 20.0
+
+
+@dataclass(frozen=True)
+class WhatsMateConfig:
+    client_id: str = field(repr=False)
+    client_secret: str = field(repr=False)
+    base_url: str = "https://api.whatsmate.net"
+    timeout_s: float = 15.0
+    whatsapp_instance: int = 0
+    telegram_instance: int = 0
+    whatsapp_endpoint: str = "single"
+    max_concurrency: int = 20
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    admins: frozenset[int] = frozenset()
+    users: frozenset[int] = frozenset()
+    chats: frozenset[int] = frozenset()
+    first_admin: int | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str
+    chat: int
+    command: str
+    every_s: int | None = None
+    cron: str | None = None
+    notify: str = "always"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = "json"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    telegram: TelegramConfig
+    whatsmate: WhatsMateConfig
+    access: AccessConfig = AccessConfig()
+    address_book: AddressBook = AddressBook({}, {})
+    audit_path: Path = Path("whatsmate-bot.sqlite3")
+    confirm_over: int = 5
+    dry_run: bool = False
+    schedules: tuple[ScheduleConfig, ...] = ()
+    log: LogConfig = LogConfig()
+    metrics_port: int = 0
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in logs, replies, exceptions or the audit."""
+        found = (self.telegram.token, self.whatsmate.client_secret, self.telegram.secret_token)
+        return tuple(s for s in found if s)
+
+
+def parse_every(text: str) -> int | None:
+    """``15m`` -> 900 seconds; None when not of the form <number><s|m|h|d>."""
+    match = _EVERY.fullmatch(text.strip())
+    return int(match[1]) * _UNIT_SECONDS[match[2]] if match else None
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate ``path``; raises ConfigError naming the key on any problem."""
+    env = os.environ if environ is None else environ
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read config file ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(str(path), f"not valid YAML{where}") from None
+    return parse_config({} if raw is None else raw, env)
+
+
+def parse_config(raw: object, env: Mapping[str, str]) -> Config:
+    """Validate an already-loaded YAML document."""
+    root = _Section("", _mapping("(top level)", raw), env)
+    telegram = root.section("telegram")
+    whatsmate = root.section("whatsmate")
+    access = root.section("access")
+    audit = root.section("audit")
+    log = root.section("log")
+    metrics = root.section("metrics")
+    config = Config(
+        telegram=TelegramConfig(
+            token=telegram.secret("token"),
+            base_url=telegram.url("base_url", TelegramConfig.base_url),
+            base_file_url=telegram.url("base_file_url", TelegramConfig.base_file_url),
+            webhook_url=telegram.optional_url("webhook_url"),
+            listen=telegram.string("listen", TelegramConfig.listen),
+            port=telegram.integer("port", TelegramConfig.port, low=1, high=65535),
+            secret_token=telegram.optional_string("secret_token"),
+            messages_per_second=telegram.number(
+                "messages_per_second", TelegramConfig.messages_per_second
+            ),
+            messages_per_minute_per_group=telegram.number(
+                "messages_per_minute_per_group", TelegramConfig.messages_per_minute_per_group
+            ),
+        ),
+        whatsmate=WhatsMateConfig(
+            base_url=whatsmate.url("base_url", WhatsMateConfig.base_url),
+            client_id=whatsmate.secret("client_id"),
+            client_secret=whatsmate.secret("client_secret"),
+            timeout_s=whatsmate.number("timeout_s", WhatsMateConfig.timeout_s),
+            whatsapp_instance=whatsmate.choice("whatsapp_instance", 0, (0, 1)),
+            telegram_instance=whatsmate.integer("telegram_instance", 0, low=0, high=99),
+            whatsapp_endpoint=whatsmate.choice("whatsapp_endpoint", "single", ("single", "queue")),
+            max_concurrency=whatsmate.integer("max_concurrency", 20, low=1, high=500),
+            retries=whatsmate.integer("retries", 3, low=0, high=10),
+        ),
+        access=_access(access),
+        address_book=_address_book(root),
+        audit_path=Path(audit.string("path", "whatsmate-bot.sqlite3")),
+        confirm_over=root.integer("confirm_over", 5, low=0, high=100_000),
+        dry_run=root.boolean("dry_run", False),
+        schedules=_schedules(root),
+        log=LogConfig(
+            format=log.choice("format", "json", ("json", "console")),
+            level=log.choice("level", "info", ("debug", "info", "warning", "error")),
+        ),
+        metrics_port=metrics.integer("port", 0, low=0, high=65535),
+    )
+    for section in (root, telegram, whatsmate, access, audit, log, metrics):
+        section.reject_unknown()
+    if config.telegram.webhook_url and not config.telegram.secret_token:
+        raise ConfigError("telegram.secret_token", "required when telegram.webhook_url is set")
+    return config
+
+
+def _access(section: _Section) -> AccessConfig:
+    admins = section.id_list("admins")
+    return AccessConfig(
+        admins=frozenset(admins),
+        users=frozenset(section.id_list("users")),
+        chats=frozenset(section.id_list("chats")),
+        first_admin=admins[0] if admins else None,
+    )
+
+
+def _address_book(root: _Section) -> AddressBook:
+    contacts: dict[str, str] = {}
+    for alias, value in root.mapping("contacts").items():
+        key = f"contacts.{alias}"
+        if not isinstance(alias, str) or not re.fullmatch(r"[^\s,@/]+", alias):
+            raise ConfigError(key, "an alias is one word without commas")
+        if looks_like_number(alias):
+            raise ConfigError(key, "an alias must not look like a number")
+        number = clean_number(str(root.interpolate(key, value)))
+        if number is None:
+            raise ConfigError(key, "not a phone number (5-15 digits)")
+        contacts[alias.casefold()] = number
+    groups: dict[str, tuple[str, ...]] = {}
+    for name, members in root.mapping("groups").items():
+        key = f"groups.{name}"
+        if not isinstance(name, str) or looks_like_number(name) or "," in name:
+            raise ConfigError(key, "a group name is one word that does not look like a number")
+        if name.casefold() in contacts:
+            raise ConfigError(key, "a group must not share its name with a contact")
+        if not isinstance(members, list) or not members:
+            raise ConfigError(key, "expected a non-empty list of aliases or numbers")
+        groups[name.casefold()] = tuple(str(m) for m in members)
+    book = AddressBook(contacts, groups)
+    for name in groups:
+        try:
+            book.resolve(name)
+        except RecipientError as exc:
+            raise ConfigError(f"groups.{name}", str(exc)) from None
+    return book
+
+
+def _schedules(root: _Section) -> tuple[ScheduleConfig, ...]:
+    raw = root.raw.get("schedules") or []
+    if not isinstance(raw, list):
+        raise ConfigError("schedules", "expected a list")
+    result: list[ScheduleConfig] = []
+    names: set[str] = set()
+    for index, item in enumerate(raw):
+        entry = _Section(f"schedules[{index}]", _mapping(f"schedules[{index}]", item), root.env)
+        name = entry.string("name", f"schedule-{index + 1}")
+        if name in names:
+            raise ConfigError(f"{entry.path}.name", f"duplicate schedule name {name!r}")
+        names.add(name)
+        every_text = entry.optional_string("every")
+        cron = entry.optional_string("cron")
+        if (every_text is None) == (cron is None):
+            raise ConfigError(entry.path, "give exactly one of 'every' or 'cron'")
+        every_s = None
+        if every_text is not None:
+            every_s = parse_every(every_text)
+            if every_s is None:
+                raise ConfigError(f"{entry.path}.every", "expected e.g. 30s, 15m, 1h or 1d")
+        if cron is not None:
+            check_cron(cron, f"{entry.path}.cron")
+        command = entry.string("command", "")
+        if not command.startswith("/"):
+            raise ConfigError(f"{entry.path}.command", "expected a command such as /status")
+        if "chat" not in entry.raw:
+            raise ConfigError(f"{entry.path}.chat", "missing")
+        result.append(
+            ScheduleConfig(
+                name=name,
+                chat=entry.integer("chat", 0, low=-(2**62), high=2**62),
+                command=command,
+                every_s=every_s,
+                cron=cron,
+                notify=entry.choice("notify", "always", ("always", "change")),
+            )
+        )
+        entry.reject_unknown()
+    return tuple(result)
+
+
+def check_cron(expression: str, key: str) -> None:
+    """Raise ConfigError unless ``expression`` is a five-field crontab line."""
+    from apscheduler.triggers.cron import CronTrigger  # lazy: only configs with cron pay
+
+    try:
+        CronTrigger.from_crontab(expression)
+    except ValueError as exc:
+        raise ConfigError(key, f"not a valid crontab expression ({exc})") from None
+
+
+def _mapping(key: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, "expected a mapping")
+    return value
+
+
+class _Section:
+    """One mapping of the YAML tree, remembering which keys were read."""
+
+    def __init__(self, path: str, raw: dict[str, Any], env: Mapping[str, str]) -> None:
+        self.path, self.raw, self.env = path, raw, env
+        self.read: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def section(self, name: str) -> _Section:
+        self.read.add(name)
+        value = self.raw.get(name)
+        key = self.key(name)
+        return _Section(key, {} if value is None else _mapping(key, value), self.env)
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        self.read.add(name)
+        value = self.raw.get(name)
+        return {} if value is None else _mapping(self.key(name), value)
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(str(k) for k in self.raw if k not in self.read)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown key")
+
+    def interpolate(self, key: str, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+
+        def substitute(match: re.Match[str]) -> str:
+            if match[1] not in self.env:
+                raise ConfigError(key, f"environment variable {match[1]} is not set")
+            return self.env[match[1]]
+
+        return _VAR.sub(substitute, value)
+
+    def _get(self, name: str, default: T, convert: Callable[[object], T | None], want: str) -> T:
+        self.read.add(name)
+        if self.raw.get(name) is None:
+            return default
+        value = self.interpolate(self.key(name), self.raw[name])
+        converted = convert(value)
+        if converted is None:
+            raise ConfigError(self.key(name), f"expected {want}, got {value!r}")
+        return converted
+
+    def string(self, name: str, default: str) -> str:
+        return self._get(name, default, lambda v: v if isinstance(v, str) else None, "a string")
+
+    def optional_string(self, name: str) -> str | None:
+        value = self._get(name, "", lambda v: v if isinstance(v, str) else None, "a string")
+        return value or None
+
+    def secret(self, name: str) -> str:
+        value = self.optional_string(name) or self.env.get(SECRET_ENV[self.key(name)], "")
+        if not value:
+            raise ConfigError(
+                self.key(name), f"missing (set it or {SECRET_ENV[self.key(name)]} in the environment)"
+            )
+        return value
+
+    def url(self, name: str, default: str) -> str:
+        value = self.string(name, default)
+        if not re.match(r"https?://[^\s/]+", value):
+            raise ConfigError(self.key(name), "expected an http:// or https:// URL")
+        return value
+
+    def optional_url(self, name: str) -> str | None:
+        value = self.optional_string(name)
+        if value is not None and not value.startswith("https://"):
+            raise ConfigError(self.key(name), "expected an https:// URL")
+        return value
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        value = self._get(name, default, _to_int, "an integer")
+        if not low <= value <= high:
+            raise ConfigError(self.key(name), f"expected {low}..{high}, got {value}")
+        return value
+
+    def number(self, name: str, default: float) -> float:
+        value = self._get(name, default, _to_float, "a number")
+        if value <= 0:
+            raise ConfigError(self.key(name), f"expected a positive number, got {value}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        return self._get(name, default, lambda v: v if isinstance(v, bool) else None, "true/false")
+
+    def choice(self, name: str, default: T, allowed: tuple[T, ...]) -> T:
+        value = self._get(name, default, lambda v: v, "a value")
+        if isinstance(value, str) and all(isinstance(a, int) for a in allowed):
+            value = _to_int(value)  # type: ignore[assignment]
+        if value not in allowed:
+            options = " | ".join(str(a) for a in allowed)
+            raise ConfigError(self.key(name), f"expected {options}, got {value!r}")
+        return value
+
+    def id_list(self, name: str) -> list[int]:
+        self.read.add(name)
+        value = self.raw.get(name) or []
+        if not isinstance(value, list):
+            raise ConfigError(self.key(name), "expected a list of Telegram ids")
+        ids = []
+        for index, item in enumerate(value):
+            number = _to_int(self.interpolate(f"{self.key(name)}[{index}]", item))
+            if number is None:
+                raise ConfigError(f"{self.key(name)}[{index}]", f"expected an integer id, got {item!r}")
+            ids.append(number)
+        return ids
+
+
+def _to_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        return int(value)
+    return None
+
+
+def _to_float(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,83 @@
+"""``python -m bot demo``: the whole bot in a terminal, with no credentials and no network.
+
+A console chat stands in for Telegram (you are the admin), the in-process ``Sandbox``
+stands in for WhatsMate, and everything else — parser, service, gateway client, audit —
+is the real code. Commands come from stdin, one a line, so it can be piped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+from bot.config import Config, parse_config
+from bot.runtime import open_runtime
+from bot.sandbox import Sandbox
+from bot.service import Request
+
+DEMO_ADMIN = 1001
+DEMO_CHAT = -100500
+
+
+def demo_config(audit_path: Path) -> Config:
+    return parse_config(
+        {
+            "telegram": {"token": "demo-token-not-used"},
+            "whatsmate": {"base_url": "https://sandbox.whatsmate.invalid",
+                          "client_id": "demo", "client_secret": "demo-secret"},
+            "access": {"admins": [DEMO_ADMIN], "users": [1002], "chats": [DEMO_CHAT]},
+            "contacts": {"alice": "4412345678", "bob": "+44 7700-900123".replace(" ", ""),
+                         "carol": "4915112345678"},
+            "groups": {"oncall": ["alice", "4411112222"],
+                       "everyone": ["alice", "bob", "carol", "4411112222"]},
+            "audit": {"path": str(audit_path)},
+            "confirm_over": 3,
+            "log": {"format": "console", "level": "warning"},
+        },
+        {},
+    )  # fmt: skip
+
+
+async def run_demo(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    interactive = stdin.isatty()
+    sandbox = Sandbox()
+    with tempfile.TemporaryDirectory(prefix="whatsmate-demo-") as folder:
+        config = demo_config(Path(folder) / "audit.sqlite3")
+        async with open_runtime(config, transport=sandbox.transport()) as runtime:
+            say = lambda text: print(text, file=stdout, flush=True)  # noqa: E731
+            say("whatsmate-bot demo: you are admin 1001 in a console chat; WhatsMate is a "
+                "sandbox.\nContacts: alice, bob, carol; groups: oncall, everyone. Try /help.")  # fmt: skip
+            pending: str | None = None
+            while True:
+                if interactive:
+                    print("you> ", end="", file=stdout, flush=True)
+                line = stdin.readline()
+                if not line:
+                    break
+                text = line.rstrip("\n")
+                if not text.strip():
+                    continue
+                seen = len(sandbox.received)
+                if pending is not None:
+                    result = await runtime.service.press(pending, DEMO_ADMIN,
+                                                         text.strip().lower() in {"send", "y", "yes"})  # fmt: skip
+                    pending = None
+                    reply_text = result.reply.text if result.reply else result.toast
+                else:
+                    reply = await runtime.service.handle(
+                        Request(DEMO_ADMIN, DEMO_ADMIN, private=True, text=text)
+                    )
+                    reply_text = reply.text
+                    if reply.confirm:
+                        pending = reply.confirm
+                        reply_text += "\n[Send] [Cancel] — type send or cancel"
+                if not interactive:
+                    say(f"you> {text}")
+                say("\n".join(f"bot> {row}" for row in reply_text.splitlines()))
+                for method, path, body in sandbox.received[seen:]:
+                    shown = f" {json.dumps(body, ensure_ascii=False)}" if body else ""
+                    say(f"  [sandbox got {method} {path}{shown}]")
+    return 0

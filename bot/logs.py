@@ -1,0 +1,95 @@
+"""Structured logging, configured once: structlog for our events, stdlib for libraries.
+
+Why a module of its own: the secrets must never reach a log line, whoever writes it.
+httpx logs request URLs (a Telegram URL contains the bot token) and python-telegram-bot
+logs its own events, so both structlog's and the standard library's output pass through
+the same ``redact_secrets`` processor. Library loggers that would print request bodies
+(message text) at debug level are held at INFO/WARNING whatever ``log.level`` says.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[REDACTED]"
+_QUIET_LIBRARIES = {"httpx": logging.WARNING, "httpcore": logging.WARNING,
+                    "telegram": logging.INFO, "apscheduler": logging.WARNING,
+                    "tornado.access": logging.WARNING}  # fmt: skip
+
+
+class SecretRedactor:
+    """A structlog processor that replaces every known secret in every string value."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = tuple(s for s in secrets if len(s) >= 4)
+
+    def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        if self.secrets:
+            for key, value in event.items():
+                event[key] = self._clean(value)
+        return event
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self.secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, list | tuple):
+            return type(value)(self._clean(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._clean(v) for k, v in value.items()}
+        return self._clean(str(value)) if isinstance(value, Exception) else value
+
+
+def configure_logging(
+    *, fmt: str = "json", level: str = "info", secrets: Iterable[str] = (), stream: TextIO | None = None
+) -> None:
+    """Set up structlog and the stdlib root logger. Safe to call again (tests do)."""
+    out = stream or sys.stderr
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    redact = SecretRedactor(secrets)
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, redact, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    for name, floor in _QUIET_LIBRARIES.items():
+        logging.getLogger(name).setLevel(max(floor, numeric))
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger; ``log.info("event", key=value)``."""
+    return structlog.get_logger(name)

@@ -1,0 +1,82 @@
+"""Wire the parts together once, for every front end (Telegram, exec, check, demo).
+
+One ``httpx.AsyncClient`` (one connection pool sized for fan-out), one SQLite thread,
+one gateway, one service. Everything that is opened here is closed here, in reverse
+order, with the audit flushed last-but-one so no entry is lost on shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from tenacity.wait import wait_base
+
+from bot.audit import AuditLog, Database
+from bot.config import Config
+from bot.gateway import WhatsMate
+from bot.metrics import Metrics
+from bot.schedules import ScheduleStore
+from bot.service import Service
+
+
+@dataclass
+class Runtime:
+    config: Config
+    http: httpx.AsyncClient
+    audit: AuditLog
+    gateway: WhatsMate
+    service: Service
+    metrics: Metrics | None
+
+
+def http_client(config: Config, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The shared client: every timeout from ``whatsmate.timeout_s``, a pool for fan-out."""
+    concurrency = config.whatsmate.max_concurrency
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(config.whatsmate.timeout_s),
+        limits=httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency),
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
+@asynccontextmanager
+async def open_runtime(
+    config: Config,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] | None = None,
+    backoff: wait_base | None = None,
+) -> AsyncIterator[Runtime]:
+    metrics = Metrics() if config.metrics_port else None
+    database = Database(config.audit_path)
+    try:
+        async with http_client(config, transport) as http:
+            audit = AuditLog(database)
+            gateway = WhatsMate(
+                http,
+                base_url=config.whatsmate.base_url,
+                client_id=config.whatsmate.client_id,
+                client_secret=config.whatsmate.client_secret,
+                retries=config.whatsmate.retries,
+                backoff=backoff,
+                dry_run=config.dry_run,
+                **({"observer": metrics.observe_gateway} if metrics else {}),
+            )
+            service = Service(
+                config,
+                gateway,
+                audit,
+                store=ScheduleStore(database),
+                observe=metrics.observe_command if metrics else None,
+                **({"clock": clock} if clock else {}),
+            )
+            try:
+                yield Runtime(config, http, audit, gateway, service, metrics)
+            finally:
+                await audit.flush()
+    finally:
+        database.close()

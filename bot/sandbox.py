@@ -1,0 +1,63 @@
+"""A WhatsMate look-alike inside the process, for ``python -m bot demo``.
+
+It is an ``httpx.MockTransport`` handler, so the real gateway client, with its real
+request building and error mapping, runs against it — no network, no credentials.
+It answers as the API reference describes (and with a 400 for a malformed number)
+and records every request it got, so the demo can show what would have been sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish",
+             "it": "Italian", "pt": "Portuguese", "nl": "Dutch", "ar": "Arabic",
+             "ja": "Japanese", "zh-CN": "Chinese (Simplified)"}  # fmt: skip
+_WORDS = {"hello": {"fr": "bonjour", "de": "hallo", "es": "hola", "it": "ciao"},
+          "server": {"fr": "serveur", "de": "Server", "es": "servidor"},
+          "is": {"fr": "est", "de": "ist", "es": "está"},
+          "down": {"fr": "en panne", "de": "ausgefallen", "es": "caído"}}  # fmt: skip
+
+
+@dataclass
+class Sandbox:
+    """Callable as an httpx transport handler; ``received`` lists (method, path, json)."""
+
+    received: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        path = request.url.path
+        self.received.append((request.method, path, body))
+        if not request.headers.get("X-WM-CLIENT-SECRET"):
+            return httpx.Response(401, json={"message": "missing credentials"})
+        if request.method == "GET" and path == "/v1/gateway/status":
+            return httpx.Response(200, json={"status": "up"})
+        if match := re.fullmatch(r"/v1/telegram/status/(\d+)", path):
+            return httpx.Response(200, json={"status": "up", "instance": int(match[1])})
+        if path == "/v1/translation/supported-codes":
+            return httpx.Response(200, json=LANGUAGES)
+        if path == "/v1/translation/translate" and isinstance(body, dict):
+            target = str(body.get("toLang"))
+            words = str(body.get("text", "")).split()
+            return httpx.Response(200, text=" ".join(_WORDS.get(w.lower(), {}).get(target, w)
+                                                     for w in words))  # fmt: skip
+        if request.method == "POST" and isinstance(body, dict):
+            numbers = body.get("numbers") or [body.get("number")]
+            bad = [n for n in numbers if not re.fullmatch(r"\d{5,15}", str(n))]
+            if bad:
+                return httpx.Response(400, json={"message": f"invalid number {bad[0]}"})
+            if path.startswith("/v1/whatsapp/"):
+                return httpx.Response(200, json={"status": "queued"})
+            if path.startswith("/v1/telegram/"):
+                return httpx.Response(200, json={"success": True, "status": "sent"})
+        return httpx.Response(404, text="<html><body><h1>404 Not Found</h1></body></html>",
+                              headers={"content-type": "text/html"})  # fmt: skip

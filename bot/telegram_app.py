@@ -1,0 +1,343 @@
+"""The Telegram front end: the only module that imports ``telegram``.
+
+Handlers are thin adapters: they turn an ``Update`` into a ``service.Request``, hand it
+to the ``Service`` and show the ``Reply``. What python-telegram-bot already does well is
+used as it is: concurrent update processing, ``AIORateLimiter`` for flood limits (429
+``retry_after``), the JobQueue for schedules, the updater for polling or the webhook.
+State lives in the ``TelegramFrontend`` object and the service, never in ``bot_data``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from telegram import (
+    Bot,
+    BotCommand,
+    BotCommandScopeChat,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import MessageLimit
+from telegram.error import TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    BaseRateLimiter,
+    CallbackQueryHandler,
+    ContextTypes,
+    Job,
+    MessageHandler,
+    filters,
+)
+
+from bot import commands
+from bot.commands import MediaKind
+from bot.config import Config
+from bot.errors import AttachmentError
+from bot.logs import get_logger
+from bot.schedules import Schedule, cron_trigger
+from bot.service import CONFIRM_TTL_S, Reply, Request, Service
+
+log = get_logger("bot.telegram")
+Context = ContextTypes.DEFAULT_TYPE
+App = Application[Any, Any, Any, Any, Any, Any]
+
+
+def split_text(text: str, limit: int = MessageLimit.MAX_TEXT_LENGTH) -> list[str]:
+    """Split into messages of at most ``limit`` characters, on line breaks where possible.
+
+    Nothing is dropped: a single line longer than ``limit`` is cut into pieces.
+    """
+    chunks: list[str] = []
+    current = ""
+    for line in (text or " ").splitlines(keepends=True):
+        while len(line) > limit:
+            if current:
+                chunks.append(current)
+                current = ""
+            chunks.append(line[:limit])
+            line = line[limit:]
+        if len(current) + len(line) > limit:
+            chunks.append(current)
+            current = ""
+        current += line
+    if current or not chunks:
+        chunks.append(current)
+    return [chunk.rstrip("\n") or chunk for chunk in chunks]
+
+
+@dataclass(frozen=True)
+class TelegramAttachment:
+    """A photo, audio, voice note or document of a message, fetched via getFile on demand."""
+
+    kind: MediaKind
+    filename: str
+    file_id: str
+    bot: Bot
+    http: httpx.AsyncClient
+
+    async def download(self, destination: Path) -> None:
+        """Stream the file to ``destination`` (never holding it in memory whole)."""
+        try:
+            telegram_file = await self.bot.get_file(self.file_id)
+            url = telegram_file.file_path
+            if not url:
+                raise AttachmentError("Telegram gave no file path")
+            async with self.http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise AttachmentError(f"download failed with HTTP {response.status_code}")
+                with destination.open("wb") as target:
+                    async for chunk in response.aiter_bytes(256 * 1024):
+                        target.write(chunk)
+        except TelegramError as exc:
+            raise AttachmentError(f"Telegram refused the file ({exc.message})") from None
+        except httpx.HTTPError as exc:
+            raise AttachmentError(f"download failed ({type(exc).__name__})") from None
+
+
+def find_attachment(message: Message, http: httpx.AsyncClient) -> TelegramAttachment | None:
+    """The file sent with the command, else the file of the message it replies to."""
+    for source in (message, message.reply_to_message):
+        if source is None:
+            continue
+        found = _file_of(source)
+        if found is not None:
+            kind, filename, file_id = found
+            return TelegramAttachment(kind, filename, file_id, source.get_bot(), http)
+    return None
+
+
+def _file_of(message: Message) -> tuple[MediaKind, str, str] | None:
+    if message.photo:
+        largest = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
+        return MediaKind.PHOTO, "photo.jpg", largest.file_id
+    if message.audio:
+        name = message.audio.file_name or _named("audio", message.audio.mime_type, ".mp3")
+        return MediaKind.AUDIO, name, message.audio.file_id
+    if message.voice:
+        return MediaKind.AUDIO, _named("voice", message.voice.mime_type, ".ogg"), message.voice.file_id
+    if message.document:
+        name = message.document.file_name or _named("document", message.document.mime_type, "")
+        return MediaKind.DOCUMENT, name, message.document.file_id
+    return None
+
+
+def _named(stem: str, mime_type: str | None, fallback: str) -> str:
+    if mime_type == "audio/ogg":
+        return f"{stem}.ogg"
+    return stem + ((mime_type and mimetypes.guess_extension(mime_type)) or fallback)
+
+
+def to_request(message: Message, http: httpx.AsyncClient) -> Request:
+    replied = message.reply_to_message
+    return Request(
+        user_id=message.from_user.id if message.from_user else 0,
+        chat_id=message.chat_id,
+        private=message.chat.type == "private",
+        text=message.text or message.caption or "",
+        reply_text=(replied.text or replied.caption) if replied else None,
+        attachment=find_attachment(message, http),
+    )
+
+
+def _buttons(token: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton("Send", callback_data=f"confirm:{token}:send"),
+          InlineKeyboardButton("Cancel", callback_data=f"confirm:{token}:cancel")]]
+    )  # fmt: skip
+
+
+class TelegramFrontend:
+    """Handlers and jobs of one running bot; holds what they share explicitly."""
+
+    def __init__(self, service: Service, http: httpx.AsyncClient) -> None:
+        self.service = service
+        self.http = http
+        self.app: App | None = None
+
+    async def on_command(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        if message is None or commands.is_for_other_bot(
+            message.text or message.caption or "", context.bot.username
+        ):
+            return
+        reply = await self.service.handle(to_request(message, self.http))
+        sent = await self.send(context.bot, message.chat_id, reply, reply_to=message.message_id)
+        if reply.confirm and sent is not None and context.job_queue is not None:
+            context.job_queue.run_once(
+                self.expire_prompt, CONFIRM_TTL_S, data=(reply.confirm, sent.chat_id, sent.id)
+            )
+
+    async def on_button(self, update: Update, context: Context) -> None:
+        query = update.callback_query
+        if query is None or query.data is None:
+            return
+        _, token, action = (query.data.split(":") + ["", ""])[:3]
+        result = await self.service.press(token, query.from_user.id, action == "send")
+        await _quietly(query.answer(result.toast))
+        if result.reply is not None and isinstance(query.message, Message):
+            await self.replace(context.bot, query.message, result.reply)
+
+    async def on_error(self, update: object, context: Context) -> None:
+        error_id = secrets.token_hex(4)
+        log.error("unhandled_error", error_id=error_id, exc_info=context.error)
+        if isinstance(update, Update) and update.effective_chat is not None:
+            text = f"Something went wrong (error id {error_id}); it has been logged."
+            await _quietly(context.bot.send_message(update.effective_chat.id, text))
+
+    async def expire_prompt(self, context: Context) -> None:
+        job: Job[Any] | None = context.job
+        if job is None:
+            return
+        token, chat_id, message_id = job.data
+        reply = self.service.expire(token)
+        if reply is not None:
+            await _quietly(context.bot.edit_message_text(reply.text, chat_id, message_id))
+
+    async def run_schedule(self, context: Context) -> None:
+        job: Job[Any] | None = context.job
+        if job is None:
+            return
+        schedule: Schedule = job.data
+        reply = await self.service.run_scheduled(schedule)
+        if reply is not None:
+            await self.send(context.bot, schedule.chat_id, reply)
+
+    async def send(
+        self, bot: Bot, chat_id: int, reply: Reply, reply_to: int | None = None
+    ) -> Message | None:
+        """Post ``reply`` (split if long); returns the message carrying any buttons."""
+        parameters = (
+            ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        )
+        chunks = split_text(reply.text)
+        last: Message | None = None
+        for index, chunk in enumerate(chunks):
+            markup = _buttons(reply.confirm) if reply.confirm and index == len(chunks) - 1 else None
+            last = await bot.send_message(
+                chat_id, chunk, reply_parameters=parameters if index == 0 else None,
+                reply_markup=markup,
+            )  # fmt: skip
+        return last
+
+    async def replace(self, bot: Bot, message: Message, reply: Reply) -> None:
+        """Put ``reply`` on a prompt message (buttons removed); overflow goes in new messages."""
+        first, *rest = split_text(reply.text)
+        await _quietly(bot.edit_message_text(first, message.chat_id, message.message_id))
+        for chunk in rest:
+            await bot.send_message(message.chat_id, chunk)
+
+    async def post_init(self, app: App) -> None:
+        self.app = app
+        await _quietly(self.register_commands(app.bot))
+        self.service.attach_scheduler(JobQueueScheduler(app, self.run_schedule))
+        await self.service.start_schedules()
+
+    async def register_commands(self, bot: Bot) -> None:
+        """The menu users see, from the same table as /help."""
+        member = [BotCommand(s.name, s.summary) for s in commands.COMMANDS
+                  if s.access is commands.Access.MEMBER]  # fmt: skip
+        everything = [BotCommand(s.name, s.summary) for s in commands.COMMANDS]
+        await bot.set_my_commands(member)
+        for admin in sorted(self.service.config.access.admins):
+            await _quietly(bot.set_my_commands(everything, scope=BotCommandScopeChat(admin)))
+
+
+class JobQueueScheduler:
+    """``schedules.Scheduler`` on python-telegram-bot's JobQueue."""
+
+    def __init__(self, app: App, callback: Any) -> None:
+        self._app = app
+        self._callback = callback
+
+    def start(self, schedule: Schedule, first_in_s: float) -> None:
+        queue = self._app.job_queue
+        if queue is None:  # pragma: no cover - the job-queue extra is a dependency
+            raise RuntimeError("python-telegram-bot was installed without the job-queue extra")
+        if schedule.every_s:
+            queue.run_repeating(self._callback, interval=schedule.every_s, first=first_in_s,
+                                name=schedule.name, data=schedule)  # fmt: skip
+            return
+        if first_in_s == 0:
+            queue.run_once(self._callback, 0, name=schedule.name, data=schedule)
+        queue.run_custom(self._callback, {"trigger": cron_trigger(schedule.cron or "")},
+                         name=schedule.name, data=schedule)  # fmt: skip
+
+    def stop(self, name: str) -> None:
+        if self._app.job_queue is not None:
+            for job in self._app.job_queue.get_jobs_by_name(name):
+                job.schedule_removal()
+
+
+async def _quietly(call: Any) -> Any:
+    """Await a Telegram call whose failure must not cost the user their reply."""
+    try:
+        return await call
+    except TelegramError as exc:
+        log.warning("telegram_call_failed", error=type(exc).__name__, detail=exc.message)
+        return None
+
+
+def build_application(
+    config: Config,
+    service: Service,
+    http: httpx.AsyncClient,
+    *,
+    rate_limiter: BaseRateLimiter[Any] | None = None,
+) -> tuple[App, TelegramFrontend]:
+    """The python-telegram-bot Application wired to ``service``."""
+    frontend = TelegramFrontend(service, http)
+    limiter = rate_limiter or AIORateLimiter(
+        overall_max_rate=config.telegram.messages_per_second,
+        group_max_rate=config.telegram.messages_per_minute_per_group,
+        max_retries=5,
+    )
+    app: App = (
+        Application.builder()
+        .token(config.telegram.token)
+        .base_url(config.telegram.base_url)
+        .base_file_url(config.telegram.base_file_url)
+        .concurrent_updates(True)
+        .rate_limiter(limiter)
+        .post_init(frontend.post_init)
+        .build()
+    )
+    command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
+    app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & command_text, frontend.on_command))
+    app.add_handler(CallbackQueryHandler(frontend.on_button, pattern=r"^confirm:"))
+    app.add_error_handler(frontend.on_error)
+    return app, frontend
+
+
+async def serve(app: App, config: Config, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set, then finish the updates in flight and shut down."""
+    async with app:
+        await app.start()
+        updater = app.updater
+        assert updater is not None
+        telegram = config.telegram
+        if telegram.webhook_url:
+            await updater.start_webhook(
+                listen=telegram.listen,
+                port=telegram.port,
+                url_path="telegram",
+                webhook_url=telegram.webhook_url,
+                secret_token=telegram.secret_token,
+            )
+        else:
+            await updater.start_polling(allowed_updates=["message", "callback_query"])
+        log.info("started", mode="webhook" if telegram.webhook_url else "polling")
+        await stop.wait()
+        log.info("stopping")
+        await updater.stop()
+        await app.stop()
