@@ -20,10 +20,16 @@ from bot.errors import BotError, ConfigError, GatewayError
 from bot.logs import configure_logging, get_logger
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-EXEC_EXIT = {Outcome.OK: EXIT_OK, Outcome.DRY_RUN: EXIT_OK, Outcome.ERROR: EXIT_FAILURE,
-             Outcome.UNKNOWN: EXIT_FAILURE, Outcome.CANCELLED: EXIT_FAILURE,
-             Outcome.USAGE: EXIT_USAGE, Outcome.DENIED: EXIT_USAGE,
-             Outcome.PENDING: EXIT_USAGE}  # fmt: skip
+EXEC_EXIT = {
+    Outcome.OK: EXIT_OK,
+    Outcome.DRY_RUN: EXIT_OK,
+    Outcome.ERROR: EXIT_FAILURE,
+    Outcome.UNKNOWN: EXIT_FAILURE,
+    Outcome.CANCELLED: EXIT_FAILURE,
+    Outcome.USAGE: EXIT_USAGE,
+    Outcome.DENIED: EXIT_USAGE,
+    Outcome.PENDING: EXIT_USAGE,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,14 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     with_config("run", "run the bot (long polling, or webhook when telegram.webhook_url is set)")
-    sub.add_parser("demo", help="console chat against a built-in sandbox gateway (no network)",
-                   description="Console chat as an admin against a sandbox WhatsMate. "
-                   "Reads commands from stdin, one a line.")  # fmt: skip
+    sub.add_parser(
+        "demo",
+        help="console chat against a built-in sandbox gateway (no network)",
+        description="Console chat as an admin against a sandbox WhatsMate. "
+        "Reads commands from stdin, one a line.",
+    )
     with_config("check", "validate the config and check both gateway status endpoints")
     exec_command = with_config("exec", "run one command as the first admin and print the reply")
     exec_command.add_argument("command", help='the command, e.g. "/status"')
-    exec_command.add_argument("--yes", action="store_true",
-                              help="send even to more than confirm_over recipients")  # fmt: skip
+    exec_command.add_argument(
+        "--yes", action="store_true", help="send even to more than confirm_over recipients"
+    )
     return parser
 
 
@@ -87,7 +97,7 @@ async def _run(config: Config) -> int:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal, number)
     async with open_runtime(config) as runtime:
-        app, _ = build_application(config, runtime.service, runtime.http)
+        app, frontend = build_application(config, runtime.service, runtime.http)
         server = None
         if runtime.metrics is not None:
             from bot.metrics import serve_metrics
@@ -98,7 +108,7 @@ async def _run(config: Config) -> int:
 
             server = serve_metrics(runtime.metrics, healthy, config.metrics_port)
         try:
-            await serve(app, config, stop)
+            await serve(app, frontend, config, stop)
         finally:
             if server is not None:
                 server.shutdown()
@@ -112,11 +122,13 @@ async def _check(config: Config) -> int:
     print("config: ok")
     async with open_runtime(config) as runtime:
         gateway, instance = runtime.gateway, config.whatsmate.telegram_instance
-        results = await asyncio.gather(gateway.gateway_status(), gateway.telegram_status(instance),
-                                       return_exceptions=True)  # fmt: skip
+        results = await asyncio.gather(
+            gateway.gateway_status(), gateway.telegram_status(instance), return_exceptions=True
+        )
     healthy = True
-    for label, result in zip(("WhatsApp gateway", f"Telegram gateway (instance {instance})"),
-                             results, strict=True):  # fmt: skip
+    for label, result in zip(
+        ("WhatsApp gateway", f"Telegram gateway (instance {instance})"), results, strict=True
+    ):
         if isinstance(result, GatewayError):
             print(f"{label}: unreachable — {result.detail}")
             healthy = False
@@ -134,8 +146,10 @@ async def _exec(config: Config, text: str, confirmed: bool) -> int:
 
     admin = config.access.first_admin
     if admin is None:
-        print("config error: access.admins: exec runs as the first admin; none is configured",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "config error: access.admins: exec runs as the first admin; none is configured",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     async with open_runtime(config) as runtime:
         reply = await runtime.service.handle(

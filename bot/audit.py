@@ -11,6 +11,7 @@ to which numbers, and how it ended.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from collections.abc import Callable
@@ -129,7 +130,7 @@ class AuditLog:
     async def _write_batches(self) -> None:
         while self._buffer:
             batch, self._buffer = self._buffer, []
-            await self._db.run(lambda connection: _insert(connection, batch))
+            await self._db.run(functools.partial(_insert, batch=batch))
 
     async def flush(self) -> None:
         """Wait until everything recorded so far is on disk."""
@@ -165,15 +166,22 @@ class AuditLog:
         return await self._db.run(query)
 
 
-def _insert(connection: sqlite3.Connection, batch: list[AuditEntry]) -> None:
+def _insert(connection: sqlite3.Connection, *, batch: list[AuditEntry]) -> None:
     with connection:
         connection.execute("BEGIN")
         connection.executemany(
             "INSERT INTO audit (at, chat_id, user_id, command, recipients, outcome, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (e.at, e.chat_id, e.user_id, e.command, ",".join(e.recipients), e.outcome.value,
-                 e.detail)
+                (
+                    e.at,
+                    e.chat_id,
+                    e.user_id,
+                    e.command,
+                    ",".join(e.recipients),
+                    e.outcome.value,
+                    e.detail,
+                )
                 for e in batch
             ],
-        )  # fmt: skip
+        )

@@ -258,30 +258,70 @@ def _schedule(args: Args, name: str) -> Command:
 
 
 COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec("wa", "<to> <message>", "send a WhatsApp message", Access.MEMBER,
-                _send_text(Channel.WHATSAPP)),
-    CommandSpec("tg", "<to> <message>", "send a Telegram message via WhatsMate", Access.MEMBER,
-                _send_text(Channel.TELEGRAM)),
-    CommandSpec("loc", "<to> <latitude> <longitude>", "send a location", Access.MEMBER,
-                _location),
-    CommandSpec("photo", "<to> [caption]", "send the attached or replied-to photo",
-                Access.MEMBER, _media(MediaKind.PHOTO)),
-    CommandSpec("audio", "<to>", "send the attached or replied-to audio or voice note",
-                Access.MEMBER, _media(MediaKind.AUDIO)),
-    CommandSpec("doc", "<to>", "send the attached or replied-to document", Access.MEMBER,
-                _media(MediaKind.DOCUMENT)),
-    CommandSpec("translate", "<from> <to> <text>", "translate text (or the replied-to message)",
-                Access.MEMBER, _translate),
+    CommandSpec(
+        "wa",
+        "<to> <message>",
+        "send a WhatsApp message",
+        Access.MEMBER,
+        _send_text(Channel.WHATSAPP),
+    ),
+    CommandSpec(
+        "tg",
+        "<to> <message>",
+        "send a Telegram message via WhatsMate",
+        Access.MEMBER,
+        _send_text(Channel.TELEGRAM),
+    ),
+    CommandSpec("loc", "<to> <latitude> <longitude>", "send a location", Access.MEMBER, _location),
+    CommandSpec(
+        "photo",
+        "<to> [caption]",
+        "send the attached or replied-to photo",
+        Access.MEMBER,
+        _media(MediaKind.PHOTO),
+    ),
+    CommandSpec(
+        "audio",
+        "<to>",
+        "send the attached or replied-to audio or voice note",
+        Access.MEMBER,
+        _media(MediaKind.AUDIO),
+    ),
+    CommandSpec(
+        "doc",
+        "<to>",
+        "send the attached or replied-to document",
+        Access.MEMBER,
+        _media(MediaKind.DOCUMENT),
+    ),
+    CommandSpec(
+        "translate",
+        "<from> <to> <text>",
+        "translate text (or the replied-to message)",
+        Access.MEMBER,
+        _translate,
+    ),
     CommandSpec("langs", "[filter]", "list language codes", Access.MEMBER, _langs),
-    CommandSpec("status", "", "WhatsApp and Telegram gateway status", Access.MEMBER,
-                _no_args(Status())),
+    CommandSpec(
+        "status", "", "WhatsApp and Telegram gateway status", Access.MEMBER, _no_args(Status())
+    ),
     CommandSpec("history", "[n]", "recent audit entries", Access.MEMBER, _history),
-    CommandSpec("whoami", "", "your user id, this chat's id and your role", Access.MEMBER,
-                _no_args(WhoAmI())),
+    CommandSpec(
+        "whoami",
+        "",
+        "your user id, this chat's id and your role",
+        Access.MEMBER,
+        _no_args(WhoAmI()),
+    ),
     CommandSpec("help", "", "this list", Access.MEMBER, _no_args(Help())),
-    CommandSpec("schedule", "list | add <every> <command> | remove <name>",
-                "manage scheduled commands", Access.ADMIN, _schedule),
-)  # fmt: skip
+    CommandSpec(
+        "schedule",
+        "list | add <every> <command> | remove <name>",
+        "manage scheduled commands",
+        Access.ADMIN,
+        _schedule,
+    ),
+)
 SPECS = {spec.name: spec for spec in COMMANDS}
 _HEAD = re.compile(r"/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?=\s|$)")
 

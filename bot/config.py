@@ -88,7 +88,7 @@ class Config:
     telegram: TelegramConfig
     whatsmate: WhatsMateConfig
     access: AccessConfig = AccessConfig()
-    address_book: AddressBook = AddressBook({}, {})
+    address_book: AddressBook = field(default_factory=lambda: AddressBook({}, {}))
     audit_path: Path = Path("whatsmate-bot.sqlite3")
     confirm_over: int = 5
     dry_run: bool = False
@@ -337,7 +337,8 @@ class _Section:
         value = self.optional_string(name) or self.env.get(SECRET_ENV[self.key(name)], "")
         if not value:
             raise ConfigError(
-                self.key(name), f"missing (set it or {SECRET_ENV[self.key(name)]} in the environment)"
+                self.key(name),
+                f"missing (set it or {SECRET_ENV[self.key(name)]} in the environment)",
             )
         return value
 
@@ -369,13 +370,17 @@ class _Section:
         return self._get(name, default, lambda v: v if isinstance(v, bool) else None, "true/false")
 
     def choice(self, name: str, default: T, allowed: tuple[T, ...]) -> T:
-        value = self._get(name, default, lambda v: v, "a value")
+        self.read.add(name)
+        value: object = self.interpolate(self.key(name), self.raw.get(name, default))
+        if value is None:
+            return default
         if isinstance(value, str) and all(isinstance(a, int) for a in allowed):
-            value = _to_int(value)  # type: ignore[assignment]
-        if value not in allowed:
-            options = " | ".join(str(a) for a in allowed)
-            raise ConfigError(self.key(name), f"expected {options}, got {value!r}")
-        return value
+            value = _to_int(value)
+        for option in allowed:
+            if value == option and type(value) is type(option):
+                return option
+        options = " | ".join(str(a) for a in allowed)
+        raise ConfigError(self.key(name), f"expected {options}, got {value!r}")
 
     def id_list(self, name: str) -> list[int]:
         self.read.add(name)
@@ -386,7 +391,9 @@ class _Section:
         for index, item in enumerate(value):
             number = _to_int(self.interpolate(f"{self.key(name)}[{index}]", item))
             if number is None:
-                raise ConfigError(f"{self.key(name)}[{index}]", f"expected an integer id, got {item!r}")
+                raise ConfigError(
+                    f"{self.key(name)}[{index}]", f"expected an integer id, got {item!r}"
+                )
             ids.append(number)
         return ids
 

@@ -26,19 +26,27 @@ def demo_config(audit_path: Path) -> Config:
     return parse_config(
         {
             "telegram": {"token": "demo-token-not-used"},
-            "whatsmate": {"base_url": "https://sandbox.whatsmate.invalid",
-                          "client_id": "demo", "client_secret": "demo-secret"},
+            "whatsmate": {
+                "base_url": "https://sandbox.whatsmate.invalid",
+                "client_id": "demo",
+                "client_secret": "demo-secret",
+            },
             "access": {"admins": [DEMO_ADMIN], "users": [1002], "chats": [DEMO_CHAT]},
-            "contacts": {"alice": "4412345678", "bob": "+44 7700-900123".replace(" ", ""),
-                         "carol": "4915112345678"},
-            "groups": {"oncall": ["alice", "4411112222"],
-                       "everyone": ["alice", "bob", "carol", "4411112222"]},
+            "contacts": {
+                "alice": "4412345678",
+                "bob": "+44 7700-900123".replace(" ", ""),
+                "carol": "4915112345678",
+            },
+            "groups": {
+                "oncall": ["alice", "4411112222"],
+                "everyone": ["alice", "bob", "carol", "4411112222"],
+            },
             "audit": {"path": str(audit_path)},
             "confirm_over": 3,
             "log": {"format": "console", "level": "warning"},
         },
         {},
-    )  # fmt: skip
+    )
 
 
 async def run_demo(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
@@ -47,9 +55,14 @@ async def run_demo(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> in
     with tempfile.TemporaryDirectory(prefix="whatsmate-demo-") as folder:
         config = demo_config(Path(folder) / "audit.sqlite3")
         async with open_runtime(config, transport=sandbox.transport()) as runtime:
-            say = lambda text: print(text, file=stdout, flush=True)  # noqa: E731
-            say("whatsmate-bot demo: you are admin 1001 in a console chat; WhatsMate is a "
-                "sandbox.\nContacts: alice, bob, carol; groups: oncall, everyone. Try /help.")  # fmt: skip
+
+            def say(text: str) -> None:
+                print(text, file=stdout, flush=True)
+
+            say(
+                "whatsmate-bot demo: you are admin 1001 in a console chat; WhatsMate is a "
+                "sandbox.\nContacts: alice, bob, carol; groups: oncall, everyone. Try /help."
+            )
             pending: str | None = None
             while True:
                 if interactive:
@@ -62,8 +75,9 @@ async def run_demo(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> in
                     continue
                 seen = len(sandbox.received)
                 if pending is not None:
-                    result = await runtime.service.press(pending, DEMO_ADMIN,
-                                                         text.strip().lower() in {"send", "y", "yes"})  # fmt: skip
+                    result = await runtime.service.press(
+                        pending, DEMO_ADMIN, text.strip().lower() in {"send", "y", "yes"}
+                    )
                     pending = None
                     reply_text = result.reply.text if result.reply else result.toast
                 else:

@@ -254,7 +254,9 @@ class WhatsMate:
         Translating changes nothing anywhere, so it is retried like a read.
         """
         call = Call(
-            "POST", "/v1/translation/translate", {"fromLang": source, "toLang": target, "text": text}
+            "POST",
+            "/v1/translation/translate",
+            {"fromLang": source, "toLang": target, "text": text},
         )
         response = await self._request(call, idempotent=True)
         body = response.text.strip()

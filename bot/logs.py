@@ -18,9 +18,13 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 REDACTED = "[REDACTED]"
-_QUIET_LIBRARIES = {"httpx": logging.WARNING, "httpcore": logging.WARNING,
-                    "telegram": logging.INFO, "apscheduler": logging.WARNING,
-                    "tornado.access": logging.WARNING}  # fmt: skip
+_QUIET_LIBRARIES = {
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "telegram": logging.INFO,
+    "apscheduler": logging.WARNING,
+    "tornado.access": logging.WARNING,
+}
 
 
 class SecretRedactor:
@@ -49,7 +53,11 @@ class SecretRedactor:
 
 
 def configure_logging(
-    *, fmt: str = "json", level: str = "info", secrets: Iterable[str] = (), stream: TextIO | None = None
+    *,
+    fmt: str = "json",
+    level: str = "info",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
 ) -> None:
     """Set up structlog and the stdlib root logger. Safe to call again (tests do)."""
     out = stream or sys.stderr

@@ -22,15 +22,30 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()
-        self.commands = Counter("whatsmate_bot_commands", "Commands handled",
-                                ["command", "outcome"], registry=self.registry)  # fmt: skip
-        self.gateway_latency = Histogram("whatsmate_bot_gateway_latency_seconds",
-                                         "WhatsMate call latency", ["endpoint"],
-                                         registry=self.registry)  # fmt: skip
-        self.gateway_errors = Counter("whatsmate_bot_gateway_errors", "WhatsMate calls that failed",
-                                      ["endpoint", "kind"], registry=self.registry)  # fmt: skip
-        self.schedule_runs = Counter("whatsmate_bot_schedule_runs", "Scheduled command runs",
-                                     ["schedule"], registry=self.registry)  # fmt: skip
+        self.commands = Counter(
+            "whatsmate_bot_commands",
+            "Commands handled",
+            ["command", "outcome"],
+            registry=self.registry,
+        )
+        self.gateway_latency = Histogram(
+            "whatsmate_bot_gateway_latency_seconds",
+            "WhatsMate call latency",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.gateway_errors = Counter(
+            "whatsmate_bot_gateway_errors",
+            "WhatsMate calls that failed",
+            ["endpoint", "kind"],
+            registry=self.registry,
+        )
+        self.schedule_runs = Counter(
+            "whatsmate_bot_schedule_runs",
+            "Scheduled command runs",
+            ["schedule"],
+            registry=self.registry,
+        )
 
     def observe_command(self, command: str, outcome: str, seconds: float) -> None:
         if "(schedule " in command:

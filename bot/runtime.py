@@ -32,7 +32,9 @@ class Runtime:
     metrics: Metrics | None
 
 
-def http_client(config: Config, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def http_client(
+    config: Config, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
     """The shared client: every timeout from ``whatsmate.timeout_s``, a pool for fan-out."""
     concurrency = config.whatsmate.max_concurrency
     return httpx.AsyncClient(

@@ -15,13 +15,24 @@ from typing import Any
 
 import httpx
 
-LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish",
-             "it": "Italian", "pt": "Portuguese", "nl": "Dutch", "ar": "Arabic",
-             "ja": "Japanese", "zh-CN": "Chinese (Simplified)"}  # fmt: skip
-_WORDS = {"hello": {"fr": "bonjour", "de": "hallo", "es": "hola", "it": "ciao"},
-          "server": {"fr": "serveur", "de": "Server", "es": "servidor"},
-          "is": {"fr": "est", "de": "ist", "es": "está"},
-          "down": {"fr": "en panne", "de": "ausgefallen", "es": "caído"}}  # fmt: skip
+LANGUAGES = {
+    "en": "English",
+    "fr": "French",
+    "de": "German",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "ar": "Arabic",
+    "ja": "Japanese",
+    "zh-CN": "Chinese (Simplified)",
+}
+_WORDS = {
+    "hello": {"fr": "bonjour", "de": "hallo", "es": "hola", "it": "ciao"},
+    "server": {"fr": "serveur", "de": "Server", "es": "servidor"},
+    "is": {"fr": "est", "de": "ist", "es": "está"},
+    "down": {"fr": "en panne", "de": "ausgefallen", "es": "caído"},
+}
 
 
 @dataclass
@@ -48,8 +59,9 @@ class Sandbox:
         if path == "/v1/translation/translate" and isinstance(body, dict):
             target = str(body.get("toLang"))
             words = str(body.get("text", "")).split()
-            return httpx.Response(200, text=" ".join(_WORDS.get(w.lower(), {}).get(target, w)
-                                                     for w in words))  # fmt: skip
+            return httpx.Response(
+                200, text=" ".join(_WORDS.get(w.lower(), {}).get(target, w) for w in words)
+            )
         if request.method == "POST" and isinstance(body, dict):
             numbers = body.get("numbers") or [body.get("number")]
             bad = [n for n in numbers if not re.fullmatch(r"\d{5,15}", str(n))]
@@ -59,5 +71,8 @@ class Sandbox:
                 return httpx.Response(200, json={"status": "queued"})
             if path.startswith("/v1/telegram/"):
                 return httpx.Response(200, json={"success": True, "status": "sent"})
-        return httpx.Response(404, text="<html><body><h1>404 Not Found</h1></body></html>",
-                              headers={"content-type": "text/html"})  # fmt: skip
+        return httpx.Response(
+            404,
+            text="<html><body><h1>404 Not Found</h1></body></html>",
+            headers={"content-type": "text/html"},
+        )

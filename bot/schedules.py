@@ -30,8 +30,9 @@ class Schedule:
 
     @classmethod
     def from_config(cls, config: ScheduleConfig) -> Schedule:
-        return cls(config.name, config.chat, config.command, config.every_s, config.cron,
-                   config.notify)  # fmt: skip
+        return cls(
+            config.name, config.chat, config.command, config.every_s, config.cron, config.notify
+        )
 
     @property
     def when(self) -> str:
@@ -70,7 +71,7 @@ def first_run_in(schedule: Schedule, last: LastRun | None, now: float) -> float:
     upcoming = trigger.get_next_fire_time(previous, previous + timedelta(microseconds=1))
     if upcoming is None or upcoming.timestamp() <= now:
         return 0.0
-    return upcoming.timestamp() - now
+    return float(upcoming.timestamp()) - now
 
 
 def should_post(schedule: Schedule, previous_reply: str | None, reply: str) -> bool:

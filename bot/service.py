@@ -41,9 +41,9 @@ from bot.logs import get_logger
 from bot.recipients import Recipient, mask
 from bot.schedules import (
     Schedule,
-    first_run_in,
     Scheduler,
     ScheduleStore,
+    first_run_in,
     parse_schedule_every,
     should_post,
 )
@@ -206,8 +206,9 @@ class Service:
             reply = Reply("Cancelled — nothing was sent.", Outcome.CANCELLED)
             self._finish(pending.identity, name, numbers, reply.outcome, "cancelled", started)
             return ButtonResult("Cancelled.", reply)
-        reply, detail = await self._send(pending.parsed.command, pending.recipients,
-                                         pending.attachment)  # fmt: skip
+        reply, detail = await self._send(
+            pending.parsed.command, pending.recipients, pending.attachment
+        )
         self._finish(pending.identity, name, numbers, reply.outcome, detail, started)
         return ButtonResult("Sending…" if reply.outcome is Outcome.OK else "Done.", reply)
 
@@ -292,8 +293,11 @@ class Service:
         if not isinstance(command, c.SendMedia):
             return None
         if attachment is None or attachment.kind not in _ACCEPTS[command.kind]:
-            what = {"photo": "a photo", "audio": "an audio file or voice note",
-                    "document": "a document"}[command.kind.value]  # fmt: skip
+            what = {
+                "photo": "a photo",
+                "audio": "an audio file or voice note",
+                "document": "a document",
+            }[command.kind.value]
             raise parsed.spec.fail(
                 f"Send {what} with the command as its caption, or reply to one with the command."
             )
@@ -431,9 +435,7 @@ class Service:
         if isinstance(command, c.History):
             return await self._history(identity, command.count)
         if isinstance(command, c.WhoAmI):
-            text = (
-                f"You are {identity.user_id} ({identity.role.value}) in chat {identity.chat_id}."
-            )
+            text = f"You are {identity.user_id} ({identity.role.value}) in chat {identity.chat_id}."
             return Reply(text, Outcome.OK), ""
         if isinstance(command, c.Help):
             access = c.Access.ADMIN if identity.role is Role.ADMIN else c.Access.MEMBER
@@ -447,9 +449,10 @@ class Service:
         instance = self.config.whatsmate.telegram_instance
         whatsapp, telegram = await asyncio.gather(
             _status_line("WhatsApp gateway", self._gateway.gateway_status()),
-            _status_line(f"Telegram gateway (instance {instance})",
-                         self._gateway.telegram_status(instance)),
-        )  # fmt: skip
+            _status_line(
+                f"Telegram gateway (instance {instance})", self._gateway.telegram_status(instance)
+            ),
+        )
         self.last_gateway_up = whatsapp[1] and telegram[1]
         outcome = Outcome.OK if self.last_gateway_up else Outcome.ERROR
         detail = "; ".join(line for line, _ in (whatsapp, telegram))
@@ -510,8 +513,9 @@ class Service:
             return Reply("\n".join(rows) or "No schedules.", Outcome.OK), ""
         if isinstance(command, c.ScheduleRemove):
             if any(s.name == command.name for s in configured):
-                return Reply(f"{command.name} comes from the config file; edit it there.",
-                             Outcome.USAGE), ""  # fmt: skip
+                return Reply(
+                    f"{command.name} comes from the config file; edit it there.", Outcome.USAGE
+                ), ""
             if not await self._store.remove(command.name):
                 return Reply(f"No schedule named {command.name!r}.", Outcome.USAGE), ""
             self._scheduler.stop(command.name)
@@ -525,8 +529,9 @@ class Service:
             raise usage.fail("A schedule cannot manage schedules.")
         taken = {s.name for s in (*configured, *added)}
         name = next(f"s{n}" for n in range(1, len(taken) + 2) if f"s{n}" not in taken)
-        schedule = Schedule(name, identity.chat_id, command.command, every_s, notify="change",
-                            from_chat=True)  # fmt: skip
+        schedule = Schedule(
+            name, identity.chat_id, command.command, every_s, notify="change", from_chat=True
+        )
         await self._store.add(schedule, command.every, identity.user_id)
         self._scheduler.start(schedule, first_in_s=0)
         text = f"Added schedule {name}: {schedule.when}: {command.command} (posts changes only)."

@@ -35,7 +35,6 @@ from telegram.ext import (
     BaseRateLimiter,
     CallbackQueryHandler,
     ContextTypes,
-    Job,
     MessageHandler,
     filters,
 )
@@ -125,7 +124,11 @@ def _file_of(message: Message) -> tuple[MediaKind, str, str] | None:
         name = message.audio.file_name or _named("audio", message.audio.mime_type, ".mp3")
         return MediaKind.AUDIO, name, message.audio.file_id
     if message.voice:
-        return MediaKind.AUDIO, _named("voice", message.voice.mime_type, ".ogg"), message.voice.file_id
+        return (
+            MediaKind.AUDIO,
+            _named("voice", message.voice.mime_type, ".ogg"),
+            message.voice.file_id,
+        )
     if message.document:
         name = message.document.file_name or _named("document", message.document.mime_type, "")
         return MediaKind.DOCUMENT, name, message.document.file_id
@@ -152,9 +155,22 @@ def to_request(message: Message, http: httpx.AsyncClient) -> Request:
 
 def _buttons(token: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
-        [[InlineKeyboardButton("Send", callback_data=f"confirm:{token}:send"),
-          InlineKeyboardButton("Cancel", callback_data=f"confirm:{token}:cancel")]]
-    )  # fmt: skip
+        [
+            [
+                InlineKeyboardButton("Send", callback_data=f"confirm:{token}:send"),
+                InlineKeyboardButton("Cancel", callback_data=f"confirm:{token}:cancel"),
+            ]
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class _PromptRef:
+    """Which confirmation prompt an expiry job is about."""
+
+    token: str
+    chat_id: int
+    message_id: int
 
 
 class TelegramFrontend:
@@ -175,14 +191,16 @@ class TelegramFrontend:
         sent = await self.send(context.bot, message.chat_id, reply, reply_to=message.message_id)
         if reply.confirm and sent is not None and context.job_queue is not None:
             context.job_queue.run_once(
-                self.expire_prompt, CONFIRM_TTL_S, data=(reply.confirm, sent.chat_id, sent.id)
+                self.expire_prompt,
+                CONFIRM_TTL_S,
+                data=_PromptRef(reply.confirm, sent.chat_id, sent.id),
             )
 
     async def on_button(self, update: Update, context: Context) -> None:
         query = update.callback_query
         if query is None or query.data is None:
             return
-        _, token, action = (query.data.split(":") + ["", ""])[:3]
+        _, token, action = [*query.data.split(":"), "", ""][:3]
         result = await self.service.press(token, query.from_user.id, action == "send")
         await _quietly(query.answer(result.toast))
         if result.reply is not None and isinstance(query.message, Message):
@@ -196,19 +214,19 @@ class TelegramFrontend:
             await _quietly(context.bot.send_message(update.effective_chat.id, text))
 
     async def expire_prompt(self, context: Context) -> None:
-        job: Job[Any] | None = context.job
-        if job is None:
+        job = context.job
+        if job is None or not isinstance(job.data, _PromptRef):
             return
-        token, chat_id, message_id = job.data
+        token, chat_id, message_id = job.data.token, job.data.chat_id, job.data.message_id
         reply = self.service.expire(token)
         if reply is not None:
             await _quietly(context.bot.edit_message_text(reply.text, chat_id, message_id))
 
     async def run_schedule(self, context: Context) -> None:
-        job: Job[Any] | None = context.job
-        if job is None:
+        job = context.job
+        if job is None or not isinstance(job.data, Schedule):
             return
-        schedule: Schedule = job.data
+        schedule = job.data
         reply = await self.service.run_scheduled(schedule)
         if reply is not None:
             await self.send(context.bot, schedule.chat_id, reply)
@@ -225,9 +243,11 @@ class TelegramFrontend:
         for index, chunk in enumerate(chunks):
             markup = _buttons(reply.confirm) if reply.confirm and index == len(chunks) - 1 else None
             last = await bot.send_message(
-                chat_id, chunk, reply_parameters=parameters if index == 0 else None,
+                chat_id,
+                chunk,
+                reply_parameters=parameters if index == 0 else None,
                 reply_markup=markup,
-            )  # fmt: skip
+            )
         return last
 
     async def replace(self, bot: Bot, message: Message, reply: Reply) -> None:
@@ -245,8 +265,11 @@ class TelegramFrontend:
 
     async def register_commands(self, bot: Bot) -> None:
         """The menu users see, from the same table as /help."""
-        member = [BotCommand(s.name, s.summary) for s in commands.COMMANDS
-                  if s.access is commands.Access.MEMBER]  # fmt: skip
+        member = [
+            BotCommand(s.name, s.summary)
+            for s in commands.COMMANDS
+            if s.access is commands.Access.MEMBER
+        ]
         everything = [BotCommand(s.name, s.summary) for s in commands.COMMANDS]
         await bot.set_my_commands(member)
         for admin in sorted(self.service.config.access.admins):
@@ -265,13 +288,22 @@ class JobQueueScheduler:
         if queue is None:  # pragma: no cover - the job-queue extra is a dependency
             raise RuntimeError("python-telegram-bot was installed without the job-queue extra")
         if schedule.every_s:
-            queue.run_repeating(self._callback, interval=schedule.every_s, first=first_in_s,
-                                name=schedule.name, data=schedule)  # fmt: skip
+            queue.run_repeating(
+                self._callback,
+                interval=schedule.every_s,
+                first=first_in_s,
+                name=schedule.name,
+                data=schedule,
+            )
             return
         if first_in_s == 0:
             queue.run_once(self._callback, 0, name=schedule.name, data=schedule)
-        queue.run_custom(self._callback, {"trigger": cron_trigger(schedule.cron or "")},
-                         name=schedule.name, data=schedule)  # fmt: skip
+        queue.run_custom(
+            self._callback,
+            {"trigger": cron_trigger(schedule.cron or "")},
+            name=schedule.name,
+            data=schedule,
+        )
 
     def stop(self, name: str) -> None:
         if self._app.job_queue is not None:
@@ -309,7 +341,6 @@ def build_application(
         .base_file_url(config.telegram.base_file_url)
         .concurrent_updates(True)
         .rate_limiter(limiter)
-        .post_init(frontend.post_init)
         .build()
     )
     command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
@@ -319,10 +350,11 @@ def build_application(
     return app, frontend
 
 
-async def serve(app: App, config: Config, stop: asyncio.Event) -> None:
+async def serve(app: App, frontend: TelegramFrontend, config: Config, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then finish the updates in flight and shut down."""
     async with app:
         await app.start()
+        await frontend.post_init(app)
         updater = app.updater
         assert updater is not None
         telegram = config.telegram

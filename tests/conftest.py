@@ -1,0 +1,173 @@
+"""Shared fixtures: the loopback fakes and the real bot running against them."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tenacity import wait_none
+
+from bot.config import Config, load_config
+from bot.logs import configure_logging
+from bot.runtime import Runtime, open_runtime
+from bot.telegram_app import build_application, serve
+from tests.fakes import FakeTelegram, FakeWhatsMate, Sent
+
+ADMIN, USER, STRANGER = 1001, 1002, 6666
+TEAM = -100500
+OTHER_CHAT = -100999
+
+
+class FakeClock:
+    """An injectable monotonic clock: tests move time instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def base_config(telegram: FakeTelegram, whatsmate: FakeWhatsMate, tmp_path: Path) -> dict[str, Any]:
+    return {
+        "telegram": {
+            "token": "${TEST_TG_TOKEN}",
+            "base_url": telegram.base_url,
+            "base_file_url": telegram.base_file_url,
+            "messages_per_second": 10000,
+            "messages_per_minute_per_group": 1000000,
+        },
+        "whatsmate": {
+            "base_url": whatsmate.url,
+            "client_id": whatsmate.client_id,
+            "client_secret": whatsmate.client_secret,
+            "timeout_s": 2,
+            "retries": 2,
+        },
+        "access": {"admins": [ADMIN], "users": [USER], "chats": [TEAM]},
+        "contacts": {"alice": "4412345678", "bob": "+44-7700.900123"},
+        "groups": {"oncall": ["alice", "4411112222"]},
+        "audit": {"path": str(tmp_path / "audit.sqlite3")},
+        "confirm_over": 5,
+        "log": {"format": "json", "level": "debug"},
+    }
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    result = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+@dataclass
+class BotUnderTest:
+    """The real application, polling the fake Telegram and calling the fake WhatsMate."""
+
+    telegram: FakeTelegram
+    whatsmate: FakeWhatsMate
+    tmp_path: Path
+    clock: FakeClock = field(default_factory=FakeClock)
+    logs: io.StringIO = field(default_factory=io.StringIO)
+    config: Config | None = None
+    runtime: Runtime | None = None
+    _stack: AsyncExitStack | None = None
+    _stop: asyncio.Event | None = None
+    _task: asyncio.Task[None] | None = None
+
+    def write_config(self, **overrides: Any) -> Path:
+        path = self.tmp_path / "config.yaml"
+        raw = merge(base_config(self.telegram, self.whatsmate, self.tmp_path), overrides)
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    async def start(self, **overrides: Any) -> BotUnderTest:
+        path = self.write_config(**overrides)
+        self.config = load_config(path, {"TEST_TG_TOKEN": self.telegram.token})
+        configure_logging(fmt="json", level="debug", secrets=self.config.secrets, stream=self.logs)
+        self._stack = AsyncExitStack()
+        self.runtime = await self._stack.enter_async_context(
+            open_runtime(self.config, clock=self.clock, backoff=wait_none())
+        )
+        app, frontend = build_application(self.config, self.runtime.service, self.runtime.http)
+        self._stop = asyncio.Event()
+        polls = len(self.telegram.calls("/getUpdates$"))
+        self._task = asyncio.create_task(serve(app, frontend, self.config, self._stop))
+        await self.telegram.wait_for(
+            lambda: len(self.telegram.calls("/getUpdates$")) > polls or self._task.done()
+        )
+        if self._task.done():
+            self._task.result()
+        return self
+
+    async def stop(self) -> None:
+        """Stop polling and wait for every command in flight (like SIGTERM)."""
+        if self._task is not None and self._stop is not None:
+            self._stop.set()
+            await self._task
+            self._task = None
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+
+    async def say(self, text: str, *, user: int = ADMIN, chat: int | None = None,
+                  replies: int = 1, **extra: Any) -> list[Sent]:  # fmt: skip
+        """Send ``text`` as ``user`` and return the ``replies`` new messages in that chat."""
+        chat_id = user if chat is None else chat
+        before = len(self.telegram.replies(chat_id))
+        self.telegram.message(text, user=user, chat=chat_id, **extra)
+        got = await self.telegram.wait_replies(before + replies, chat_id)
+        return got[before:]
+
+    async def reply_text(self, text: str, **kwargs: Any) -> str:
+        (reply,) = await self.say(text, **kwargs)
+        return reply.text
+
+    def log_text(self) -> str:
+        return self.logs.getvalue()
+
+    def assert_no_secrets_logged(self) -> None:
+        logged = self.log_text()
+        assert self.telegram.token not in logged
+        assert self.whatsmate.client_secret not in logged
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeTelegram, FakeWhatsMate]]:
+    telegram, whatsmate = FakeTelegram(), FakeWhatsMate()
+    await telegram.start()
+    await whatsmate.start()
+    yield telegram, whatsmate
+    await telegram.stop()
+    await whatsmate.stop()
+
+
+@pytest.fixture
+async def make_bot(
+    fakes: tuple[FakeTelegram, FakeWhatsMate], tmp_path: Path
+) -> AsyncIterator[BotUnderTest]:
+    """A bot not yet started: call ``await make_bot.start(**config_overrides)``."""
+    telegram, whatsmate = fakes
+    harness = BotUnderTest(telegram, whatsmate, tmp_path)
+    yield harness
+    await harness.stop()
+    harness.assert_no_secrets_logged()
+
+
+@pytest.fixture
+async def bot(make_bot: BotUnderTest) -> BotUnderTest:
+    """The bot, started with the default test config."""
+    return await make_bot.start()

@@ -1,0 +1,459 @@
+"""Loopback fakes of the Telegram Bot API and of WhatsMate: real HTTP servers on 127.0.0.1.
+
+They answer like the real services, record every request they get, and can be told to
+misbehave per endpoint and per call (status, garbage body, delay, hang, dropped
+connection). Tests assert on what reached them; the bot under test is the real one.
+The HTTP/1.1 server underneath is deliberately tiny (keep-alive, Content-Length and
+chunked bodies) so that a fault can be injected at any point of an exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import re
+import time
+import urllib.parse
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# -- a minimal HTTP/1.1 server ---------------------------------------------------------
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class HttpResponse:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+
+    @classmethod
+    def of_json(cls, data: Any, status: int = 200) -> HttpResponse:
+        return cls(status, json.dumps(data).encode())
+
+    @classmethod
+    def of_text(
+        cls, text: str, status: int = 200, content_type: str = "text/plain"
+    ) -> HttpResponse:
+        return cls(status, text.encode(), content_type)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A scripted misbehaviour: ``hang`` never answers, ``drop`` closes after the request."""
+
+    kind: str  # "response" | "hang" | "drop" | "delay"
+    response: HttpResponse | None = None
+    delay_s: float = 0.0
+
+
+def answer(status: int, body: Any = None, content_type: str = "application/json") -> Fault:
+    data = (
+        body
+        if isinstance(body, bytes)
+        else (
+            json.dumps(body).encode() if content_type == "application/json" else str(body).encode()
+        )
+    )
+    return Fault("response", HttpResponse(status, data, content_type))
+
+
+HANG = Fault("hang")
+DROP = Fault("drop")
+
+
+def delay(seconds: float) -> Fault:
+    return Fault("delay", delay_s=seconds)
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+            404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
+            502: "Bad Gateway", 503: "Service Unavailable"}  # fmt: skip
+
+
+class HttpServer:
+    """Serves ``handle`` on 127.0.0.1; faults scripted by path regex, consumed in order."""
+
+    def __init__(self) -> None:
+        self.requests: list[HttpRequest] = []
+        self._faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+        self.latency_s = 0.0
+        self.changed = asyncio.Condition()
+        self._closing = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, backlog=4096)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._server.wait_closed()
+
+    def fail(self, path_pattern: str, *faults: Fault) -> None:
+        """The next requests whose path matches ``path_pattern`` get ``faults``, in order."""
+        self._faults[path_pattern].extend(faults)
+
+    def calls(self, path_pattern: str = "") -> list[HttpRequest]:
+        return [r for r in self.requests if re.search(path_pattern, r.path)]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds (checked on every recorded request)."""
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(predicate), timeout)
+
+    async def notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:  # pragma: no cover
+        raise NotImplementedError
+
+    def _next_fault(self, path: str) -> Fault | None:
+        for pattern, queue in self._faults.items():
+            if queue and re.search(pattern, path):
+                return queue.popleft()
+        return None
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    return
+                self.requests.append(request)
+                await self.notify()
+                fault = self._next_fault(request.path)
+                if fault is not None and fault.kind == "drop":
+                    return
+                if fault is not None and fault.kind == "hang":
+                    await self._closing.wait()
+                    return
+                if fault is not None and fault.kind == "delay":
+                    await asyncio.sleep(fault.delay_s)
+                if self.latency_s:
+                    await asyncio.sleep(self.latency_s)
+                response = (
+                    fault.response
+                    if fault is not None and fault.response
+                    else await self.handle(request)
+                )
+                head = (
+                    f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Status')}\r\n"
+                    f"Content-Type: {response.content_type}\r\n"
+                    f"Content-Length: {len(response.body)}\r\n\r\n"
+                )
+                writer.write(head.encode() + response.body)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> HttpRequest | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            body += chunk[:-2]
+    else:
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return HttpRequest(method, urllib.parse.unquote(target), headers, body)
+
+
+# -- WhatsMate ------------------------------------------------------------------------
+
+LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish"}
+
+
+class FakeWhatsMate(HttpServer):
+    """Answers like api.whatsmate.net: statuses, sends, translation, language codes."""
+
+    def __init__(
+        self, client_id: str = "ops@example.com", client_secret: str = "s3cr3t-wm"
+    ) -> None:
+        super().__init__()
+        self.client_id, self.client_secret = client_id, client_secret
+        self.whatsapp_status = "up"
+        self.telegram_status = "up"
+
+    def sends(self) -> list[HttpRequest]:
+        return [r for r in self.requests if r.method == "POST" and "/translation/" not in r.path]
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        if (
+            request.headers.get("x-wm-client-id") != self.client_id
+            or request.headers.get("x-wm-client-secret") != self.client_secret
+        ):
+            return HttpResponse.of_json({"message": "Invalid client id or secret"}, 401)
+        path = request.path
+        if path == "/v1/gateway/status":
+            return HttpResponse.of_json({"status": self.whatsapp_status})
+        if match := re.fullmatch(r"/v1/telegram/status/(\d+)", path):
+            return HttpResponse.of_json({"status": self.telegram_status, "instance": int(match[1])})
+        if path == "/v1/translation/supported-codes":
+            return HttpResponse.of_json(LANGUAGES)
+        if path == "/v1/translation/translate":
+            body = request.json()
+            return HttpResponse.of_text(f"[{body['toLang']}] {body['text']}")
+        if re.fullmatch(r"/v1/whatsapp/(single/message/[01]|queue/message)", path):
+            return HttpResponse.of_json({"status": "queued"})
+        if re.fullmatch(
+            r"/v1/telegram/(single|batch)/(message|location|(photo|audio|document)/binary)/0", path
+        ):
+            return HttpResponse.of_json({"success": True, "status": "Message sent"})
+        return HttpResponse.of_text("<html><body>Not Found</body></html>", 404, "text/html")
+
+
+# -- Telegram Bot API -------------------------------------------------------------------
+
+BOT_ID = 4242
+BOT_USERNAME = "whatsmate_test_bot"
+
+
+@dataclass
+class Sent:
+    """A message the bot posted (or edited), as the fake recorded it."""
+
+    method: str
+    chat_id: int
+    text: str
+    message_id: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def buttons(self) -> list[tuple[str, str]]:
+        markup = self.params.get("reply_markup") or {}
+        return [
+            (b["text"], b["callback_data"])
+            for row in markup.get("inline_keyboard", [])
+            for b in row
+        ]
+
+
+class FakeTelegram(HttpServer):
+    """Answers like api.telegram.org for the methods the bot uses; users are simulated."""
+
+    def __init__(self, token: str = "123456:TEST-telegram-token") -> None:
+        super().__init__()
+        self.token = token
+        self.updates: list[dict[str, Any]] = []
+        self.sent: list[Sent] = []
+        self.files: dict[str, bytes] = {}
+        self.commands: list[dict[str, Any]] = []
+        self.callback_answers: list[dict[str, Any]] = []
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(1000)
+        self._new_update = asyncio.Event()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/bot"
+
+    @property
+    def base_file_url(self) -> str:
+        return f"{self.url}/file/bot"
+
+    # simulated users
+
+    def message(
+        self,
+        text: str,
+        *,
+        user: int,
+        chat: int | None = None,
+        caption: bool = False,
+        reply_to: dict[str, Any] | None = None,
+        **media: Any,
+    ) -> dict[str, Any]:
+        """Queue a message from ``user`` in ``chat`` (default: their private chat)."""
+        chat_id = user if chat is None else chat
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup",
+                     **({"first_name": "U"} if chat_id > 0 else {"title": "Team"})},
+            "from": {"id": user, "is_bot": False, "first_name": f"user{user}"},
+            ("caption" if caption else "text"): text,
+            **media,
+        }  # fmt: skip
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        self._push({"message": message})
+        return message
+
+    def press(self, sent: Sent, label: str, *, user: int) -> None:
+        """``user`` presses the inline button ``label`` on the bot's message ``sent``."""
+        data = dict(sent.buttons)[label]
+        self._push({
+            "callback_query": {
+                "id": str(next(self._update_ids)),
+                "from": {"id": user, "is_bot": False, "first_name": f"user{user}"},
+                "chat_instance": "1",
+                "data": data,
+                "message": {"message_id": sent.message_id, "date": int(time.time()),
+                            "chat": {"id": sent.chat_id, "type": "supergroup", "title": "Team"},
+                            "from": {"id": BOT_ID, "is_bot": True, "first_name": "Bot"},
+                            "text": sent.text},
+            }
+        })  # fmt: skip
+
+    def add_file(self, file_id: str, content: bytes) -> None:
+        self.files[file_id] = content
+
+    def _push(self, update: dict[str, Any]) -> None:
+        self.updates.append({"update_id": next(self._update_ids), **update})
+        self._new_update.set()
+
+    def replies(self, chat: int | None = None) -> list[Sent]:
+        return [
+            s
+            for s in self.sent
+            if s.method == "sendMessage" and (chat is None or s.chat_id == chat)
+        ]
+
+    async def wait_replies(
+        self, count: int, chat: int | None = None, timeout: float = 10.0
+    ) -> list[Sent]:
+        await self.wait_for(lambda: len(self.replies(chat)) >= count, timeout)
+        return self.replies(chat)
+
+    async def wait_polling(self) -> None:
+        await self.wait_for(lambda: bool(self.calls("/getUpdates$")))
+
+    # the Bot API
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(f"/file/bot{self.token}/"):
+            name = request.path.rsplit("/", 1)[1]
+            if name in self.files:
+                return HttpResponse(200, self.files[name], "application/octet-stream")
+            return HttpResponse.of_text("not found", 404)
+        match = re.fullmatch(rf"/bot{re.escape(self.token)}/(\w+)", request.path)
+        if not match:
+            return HttpResponse.of_json(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, 401
+            )
+        method, params = match[1], _form(request)
+        handler = getattr(self, f"api_{method}", None)
+        if handler is None:
+            return HttpResponse.of_json({"ok": True, "result": True})
+        result = await handler(params)
+        await self.notify()
+        return HttpResponse.of_json({"ok": True, "result": result})
+
+    async def api_getMe(self, params: dict[str, Any]) -> Any:
+        return {"id": BOT_ID, "is_bot": True, "first_name": "WhatsMate", "username": BOT_USERNAME,
+                "can_join_groups": True, "can_read_all_group_messages": False,
+                "supports_inline_queries": False}  # fmt: skip
+
+    async def api_getUpdates(self, params: dict[str, Any]) -> Any:
+        offset = int(params.get("offset") or 0)
+        deadline = time.monotonic() + float(params.get("timeout") or 0)
+        while True:
+            pending = [u for u in self.updates if u["update_id"] >= offset]
+            if pending or time.monotonic() >= deadline:
+                return pending[:100]
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                pass
+
+    async def api_sendMessage(self, params: dict[str, Any]) -> Any:
+        return self._record("sendMessage", params)
+
+    async def api_editMessageText(self, params: dict[str, Any]) -> Any:
+        return self._record("editMessageText", params)
+
+    async def api_setMyCommands(self, params: dict[str, Any]) -> Any:
+        self.commands.append(params)
+        return True
+
+    async def api_answerCallbackQuery(self, params: dict[str, Any]) -> Any:
+        self.callback_answers.append(params)
+        return True
+
+    async def api_getFile(self, params: dict[str, Any]) -> Any:
+        file_id = str(params["file_id"])
+        return {"file_id": file_id, "file_unique_id": file_id, "file_size": len(self.files[file_id]),
+                "file_path": f"documents/{file_id}"}  # fmt: skip
+
+    def _record(self, method: str, params: dict[str, Any]) -> Any:
+        chat_id = int(params["chat_id"])
+        message_id = int(params.get("message_id") or next(self._message_ids))
+        self.sent.append(Sent(method, chat_id, str(params["text"]), message_id, params))
+        return {"message_id": message_id, "date": int(time.time()), "text": params["text"],
+                "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+                "from": {"id": BOT_ID, "is_bot": True, "first_name": "WhatsMate"}}  # fmt: skip
+
+
+_JSON_FIELDS = {"reply_markup", "reply_parameters", "commands", "scope", "allowed_updates",
+                "entities"}  # fmt: skip
+
+
+def _form(request: HttpRequest) -> dict[str, Any]:
+    """python-telegram-bot posts form fields whose non-string values are JSON-encoded."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        return dict(request.json() or {})
+    fields = urllib.parse.parse_qs(request.body.decode(), keep_blank_values=True)
+    params: dict[str, Any] = {}
+    for key, values in fields.items():
+        value = values[0]
+        params[key] = json.loads(value) if key in _JSON_FIELDS else value
+    return params
+
+
+def photo_sizes(file_id: str, content: bytes) -> list[dict[str, Any]]:
+    """A ``photo`` field: a small thumbnail and the full-size photo (the one to send)."""
+    return [
+        {"file_id": "thumb", "file_unique_id": "t", "width": 90, "height": 90, "file_size": 10},
+        {"file_id": file_id, "file_unique_id": file_id, "width": 1280, "height": 960,
+         "file_size": len(content)},
+    ]  # fmt: skip
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
