@@ -123,8 +123,15 @@ class BotUnderTest:
             await self._stack.aclose()
             self._stack = None
 
-    async def say(self, text: str, *, user: int = ADMIN, chat: int | None = None,
-                  replies: int = 1, **extra: Any) -> list[Sent]:  # fmt: skip
+    async def say(
+        self,
+        text: str,
+        *,
+        user: int = ADMIN,
+        chat: int | None = None,
+        replies: int = 1,
+        **extra: Any,
+    ) -> list[Sent]:
         """Send ``text`` as ``user`` and return the ``replies`` new messages in that chat."""
         chat_id = user if chat is None else chat
         before = len(self.telegram.replies(chat_id))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import re
@@ -81,9 +82,17 @@ def delay(seconds: float) -> Fault:
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable"}  # fmt: skip
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 class HttpServer:
@@ -313,12 +322,15 @@ class FakeTelegram(HttpServer):
         message: dict[str, Any] = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
-            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup",
-                     **({"first_name": "U"} if chat_id > 0 else {"title": "Team"})},
+            "chat": {
+                "id": chat_id,
+                "type": "private" if chat_id > 0 else "supergroup",
+                **({"first_name": "U"} if chat_id > 0 else {"title": "Team"}),
+            },
             "from": {"id": user, "is_bot": False, "first_name": f"user{user}"},
             ("caption" if caption else "text"): text,
             **media,
-        }  # fmt: skip
+        }
         if reply_to is not None:
             message["reply_to_message"] = reply_to
         self._push({"message": message})
@@ -327,18 +339,23 @@ class FakeTelegram(HttpServer):
     def press(self, sent: Sent, label: str, *, user: int) -> None:
         """``user`` presses the inline button ``label`` on the bot's message ``sent``."""
         data = dict(sent.buttons)[label]
-        self._push({
-            "callback_query": {
-                "id": str(next(self._update_ids)),
-                "from": {"id": user, "is_bot": False, "first_name": f"user{user}"},
-                "chat_instance": "1",
-                "data": data,
-                "message": {"message_id": sent.message_id, "date": int(time.time()),
-                            "chat": {"id": sent.chat_id, "type": "supergroup", "title": "Team"},
-                            "from": {"id": BOT_ID, "is_bot": True, "first_name": "Bot"},
-                            "text": sent.text},
+        self._push(
+            {
+                "callback_query": {
+                    "id": str(next(self._update_ids)),
+                    "from": {"id": user, "is_bot": False, "first_name": f"user{user}"},
+                    "chat_instance": "1",
+                    "data": data,
+                    "message": {
+                        "message_id": sent.message_id,
+                        "date": int(time.time()),
+                        "chat": {"id": sent.chat_id, "type": "supergroup", "title": "Team"},
+                        "from": {"id": BOT_ID, "is_bot": True, "first_name": "Bot"},
+                        "text": sent.text,
+                    },
+                }
             }
-        })  # fmt: skip
+        )
 
     def add_file(self, file_id: str, content: bytes) -> None:
         self.files[file_id] = content
@@ -385,9 +402,15 @@ class FakeTelegram(HttpServer):
         return HttpResponse.of_json({"ok": True, "result": result})
 
     async def api_getMe(self, params: dict[str, Any]) -> Any:
-        return {"id": BOT_ID, "is_bot": True, "first_name": "WhatsMate", "username": BOT_USERNAME,
-                "can_join_groups": True, "can_read_all_group_messages": False,
-                "supports_inline_queries": False}  # fmt: skip
+        return {
+            "id": BOT_ID,
+            "is_bot": True,
+            "first_name": "WhatsMate",
+            "username": BOT_USERNAME,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
 
     async def api_getUpdates(self, params: dict[str, Any]) -> Any:
         offset = int(params.get("offset") or 0)
@@ -397,10 +420,8 @@ class FakeTelegram(HttpServer):
             if pending or time.monotonic() >= deadline:
                 return pending[:100]
             self._new_update.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
-            except TimeoutError:
-                pass
 
     async def api_sendMessage(self, params: dict[str, Any]) -> Any:
         return self._record("sendMessage", params)
@@ -418,20 +439,34 @@ class FakeTelegram(HttpServer):
 
     async def api_getFile(self, params: dict[str, Any]) -> Any:
         file_id = str(params["file_id"])
-        return {"file_id": file_id, "file_unique_id": file_id, "file_size": len(self.files[file_id]),
-                "file_path": f"documents/{file_id}"}  # fmt: skip
+        return {
+            "file_id": file_id,
+            "file_unique_id": file_id,
+            "file_size": len(self.files[file_id]),
+            "file_path": f"documents/{file_id}",
+        }
 
     def _record(self, method: str, params: dict[str, Any]) -> Any:
         chat_id = int(params["chat_id"])
         message_id = int(params.get("message_id") or next(self._message_ids))
         self.sent.append(Sent(method, chat_id, str(params["text"]), message_id, params))
-        return {"message_id": message_id, "date": int(time.time()), "text": params["text"],
-                "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
-                "from": {"id": BOT_ID, "is_bot": True, "first_name": "WhatsMate"}}  # fmt: skip
+        return {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "text": params["text"],
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+            "from": {"id": BOT_ID, "is_bot": True, "first_name": "WhatsMate"},
+        }
 
 
-_JSON_FIELDS = {"reply_markup", "reply_parameters", "commands", "scope", "allowed_updates",
-                "entities"}  # fmt: skip
+_JSON_FIELDS = {
+    "reply_markup",
+    "reply_parameters",
+    "commands",
+    "scope",
+    "allowed_updates",
+    "entities",
+}
 
 
 def _form(request: HttpRequest) -> dict[str, Any]:
@@ -450,9 +485,14 @@ def photo_sizes(file_id: str, content: bytes) -> list[dict[str, Any]]:
     """A ``photo`` field: a small thumbnail and the full-size photo (the one to send)."""
     return [
         {"file_id": "thumb", "file_unique_id": "t", "width": 90, "height": 90, "file_size": 10},
-        {"file_id": file_id, "file_unique_id": file_id, "width": 1280, "height": 960,
-         "file_size": len(content)},
-    ]  # fmt: skip
+        {
+            "file_id": file_id,
+            "file_unique_id": file_id,
+            "width": 1280,
+            "height": 960,
+            "file_size": len(content),
+        },
+    ]
 
 
 def b64(data: bytes) -> str:

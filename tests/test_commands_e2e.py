@@ -9,8 +9,11 @@ import pytest
 from tests.conftest import ADMIN, OTHER_CHAT, STRANGER, TEAM, USER, BotUnderTest
 from tests.fakes import BOT_USERNAME, HttpRequest, photo_sizes
 
-HEADERS = {"x-wm-client-id": "ops@example.com", "x-wm-client-secret": "s3cr3t-wm",
-           "content-type": "application/json"}  # fmt: skip
+HEADERS = {
+    "x-wm-client-id": "ops@example.com",
+    "x-wm-client-secret": "s3cr3t-wm",
+    "content-type": "application/json",
+}
 
 
 def assert_call(request: HttpRequest, method: str, path: str, body: object = None) -> None:
@@ -22,70 +25,108 @@ def assert_call(request: HttpRequest, method: str, path: str, body: object = Non
 
 
 async def test_wa_sends_one_call_per_recipient_with_exact_body(bot: BotUnderTest) -> None:
-    text = await bot.reply_text("/wa alice,+44-7700.900123,alice line one\nline two", chat=TEAM,
-                                user=USER)  # fmt: skip
+    text = await bot.reply_text(
+        "/wa alice,+44-7700.900123,alice line one\nline two", chat=TEAM, user=USER
+    )
     first, second = bot.whatsmate.requests
-    assert_call(first, "POST", "/v1/whatsapp/single/message/0",
-                {"number": "4412345678", "message": "line one\nline two"})  # fmt: skip
-    assert_call(second, "POST", "/v1/whatsapp/single/message/0",
-                {"number": "447700900123", "message": "line one\nline two"})  # fmt: skip
+    assert_call(
+        first,
+        "POST",
+        "/v1/whatsapp/single/message/0",
+        {"number": "4412345678", "message": "line one\nline two"},
+    )
+    assert_call(
+        second,
+        "POST",
+        "/v1/whatsapp/single/message/0",
+        {"number": "447700900123", "message": "line one\nline two"},
+    )
     assert text == ("WhatsApp (instance 0): sent to 2 of 2\nalice: queued\n+44-7700.900123: queued")
 
 
 async def test_wa_group_expands_to_members(bot: BotUnderTest) -> None:
     text = await bot.reply_text("/wa oncall page")
     assert [r.json()["number"] for r in bot.whatsmate.requests] == ["4412345678", "4411112222"]
-    assert "alice: queued" in text and "4411112222: queued" in text
+    assert "alice: queued" in text
+    assert "4411112222: queued" in text
 
 
 async def test_wa_instance_one(make_bot: BotUnderTest) -> None:
     bot = await make_bot.start(whatsmate={"whatsapp_instance": 1})
     assert await bot.reply_text("/wa 4412345678 hi") == "WhatsApp (instance 1)\n4412345678: queued"
-    assert_call(bot.whatsmate.requests[0], "POST", "/v1/whatsapp/single/message/1",
-                {"number": "4412345678", "message": "hi"})  # fmt: skip
+    assert_call(
+        bot.whatsmate.requests[0],
+        "POST",
+        "/v1/whatsapp/single/message/1",
+        {"number": "4412345678", "message": "hi"},
+    )
 
 
 async def test_wa_deprecated_queue_endpoint(make_bot: BotUnderTest) -> None:
     bot = await make_bot.start(whatsmate={"whatsapp_endpoint": "queue"})
     assert await bot.reply_text("/wa alice hi") == "WhatsApp (queue)\nalice: queued"
-    assert_call(bot.whatsmate.requests[0], "POST", "/v1/whatsapp/queue/message",
-                {"number": "4412345678", "message": "hi"})  # fmt: skip
+    assert_call(
+        bot.whatsmate.requests[0],
+        "POST",
+        "/v1/whatsapp/queue/message",
+        {"number": "4412345678", "message": "hi"},
+    )
 
 
 async def test_tg_single_and_batch(bot: BotUnderTest) -> None:
     assert await bot.reply_text("/tg alice hello") == "Telegram\nalice: Message sent"
-    assert_call(bot.whatsmate.requests[0], "POST", "/v1/telegram/single/message/0",
-                {"number": "4412345678", "message": "hello"})  # fmt: skip
+    assert_call(
+        bot.whatsmate.requests[0],
+        "POST",
+        "/v1/telegram/single/message/0",
+        {"number": "4412345678", "message": "hello"},
+    )
     text = await bot.reply_text("/tg oncall,bob all hands")
-    assert_call(bot.whatsmate.requests[1], "POST", "/v1/telegram/batch/message/0",
-                {"numbers": ["4412345678", "4411112222", "447700900123"],
-                 "message": "all hands"})  # fmt: skip
-    assert text.splitlines() == ["Telegram: sent to 3 of 3", "alice: Message sent",
-                                 "4411112222: Message sent", "bob: Message sent"]  # fmt: skip
+    assert_call(
+        bot.whatsmate.requests[1],
+        "POST",
+        "/v1/telegram/batch/message/0",
+        {"numbers": ["4412345678", "4411112222", "447700900123"], "message": "all hands"},
+    )
+    assert text.splitlines() == [
+        "Telegram: sent to 3 of 3",
+        "alice: Message sent",
+        "4411112222: Message sent",
+        "bob: Message sent",
+    ]
 
 
 async def test_location_numbers_are_json_numbers(bot: BotUnderTest) -> None:
     await bot.say("/loc alice 51.5074 -0.1278")
     await bot.say("/loc oncall -33.8688 151.2093")
     single, batch = bot.whatsmate.requests
-    assert_call(single, "POST", "/v1/telegram/single/location/0",
-                {"number": "4412345678", "latitude": 51.5074, "longitude": -0.1278})  # fmt: skip
+    assert_call(
+        single,
+        "POST",
+        "/v1/telegram/single/location/0",
+        {"number": "4412345678", "latitude": 51.5074, "longitude": -0.1278},
+    )
     assert b'"latitude":51.5074' in single.body
-    assert_call(batch, "POST", "/v1/telegram/batch/location/0",
-                {"numbers": ["4412345678", "4411112222"], "latitude": -33.8688,
-                 "longitude": 151.2093})  # fmt: skip
+    assert_call(
+        batch,
+        "POST",
+        "/v1/telegram/batch/location/0",
+        {"numbers": ["4412345678", "4411112222"], "latitude": -33.8688, "longitude": 151.2093},
+    )
 
 
 async def test_photo_as_caption_sends_largest_size_base64(bot: BotUnderTest) -> None:
     image = bytes(range(256)) * 40
     bot.telegram.add_file("big-photo", image)
-    text = await bot.reply_text("/photo alice rack 4 cabling", caption=True,
-                                photo=photo_sizes("big-photo", image))  # fmt: skip
+    text = await bot.reply_text(
+        "/photo alice rack 4 cabling", caption=True, photo=photo_sizes("big-photo", image)
+    )
     assert text == "Photo photo.jpg\nalice: Message sent"
     (request,) = bot.whatsmate.requests
     assert_call(request, "POST", "/v1/telegram/single/photo/binary/0")
     body = request.json()
-    assert body["number"] == "4412345678" and body["caption"] == "rack 4 cabling"
+    assert body["number"] == "4412345678"
+    assert body["caption"] == "rack 4 cabling"
     assert base64.b64decode(body["image"]) == image
     assert [c.body for c in bot.telegram.calls("/getFile$")] == [b"file_id=big-photo"]
 
@@ -101,7 +142,8 @@ async def test_photo_by_reply_to_many_uses_batch_without_caption(bot: BotUnderTe
     (request,) = bot.whatsmate.requests
     assert_call(request, "POST", "/v1/telegram/batch/photo/binary/0")
     body = request.json()
-    assert body["numbers"] == ["4412345678", "4411112222"] and "caption" not in body
+    assert body["numbers"] == ["4412345678", "4411112222"]
+    assert "caption" not in body
     assert base64.b64decode(body["image"]) == image
 
 
@@ -109,27 +151,41 @@ async def test_voice_note_reply_sends_audio_with_derived_filename(bot: BotUnderT
     voice = b"OggS voice bytes"
     bot.telegram.add_file("v1", voice)
     original = bot.telegram.message(
-        "", user=ADMIN, caption=True,
+        "",
+        user=ADMIN,
+        caption=True,
         voice={"file_id": "v1", "file_unique_id": "v1", "duration": 3, "mime_type": "audio/ogg"},
-    )  # fmt: skip
+    )
     text = await bot.reply_text("/audio alice", reply_to=original)
     (request,) = bot.whatsmate.requests
     assert_call(request, "POST", "/v1/telegram/single/audio/binary/0")
-    assert request.json() == {"number": "4412345678", "filename": "voice.ogg",
-                              "audio": base64.b64encode(voice).decode()}  # fmt: skip
+    assert request.json() == {
+        "number": "4412345678",
+        "filename": "voice.ogg",
+        "audio": base64.b64encode(voice).decode(),
+    }
     assert text == "Audio voice.ogg\nalice: Message sent"
 
 
 async def test_audio_file_to_group_keeps_filename(bot: BotUnderTest) -> None:
     audio = b"ID3 mp3 bytes" * 100
     bot.telegram.add_file("a1", audio)
-    await bot.say("/audio oncall", caption=True,
-                  audio={"file_id": "a1", "file_unique_id": "a1", "duration": 9,
-                         "file_name": "alarm.mp3", "mime_type": "audio/mpeg"})  # fmt: skip
+    await bot.say(
+        "/audio oncall",
+        caption=True,
+        audio={
+            "file_id": "a1",
+            "file_unique_id": "a1",
+            "duration": 9,
+            "file_name": "alarm.mp3",
+            "mime_type": "audio/mpeg",
+        },
+    )
     (request,) = bot.whatsmate.requests
     assert_call(request, "POST", "/v1/telegram/batch/audio/binary/0")
     body = request.json()
-    assert body["filename"] == "alarm.mp3" and base64.b64decode(body["audio"]) == audio
+    assert body["filename"] == "alarm.mp3"
+    assert base64.b64decode(body["audio"]) == audio
 
 
 @pytest.mark.parametrize(("to", "path"), [("alice", "single"), ("oncall", "batch")])
@@ -138,9 +194,16 @@ async def test_document_keeps_filename_and_exact_bytes(
 ) -> None:
     document = bytes(range(256)) * 1001  # not a multiple of 3: exercises base64 padding
     bot.telegram.add_file("d1", document)
-    await bot.say(f"/doc {to}", caption=True,
-                  document={"file_id": "d1", "file_unique_id": "d1", "file_name": "runbook.pdf",
-                            "mime_type": "application/pdf"})  # fmt: skip
+    await bot.say(
+        f"/doc {to}",
+        caption=True,
+        document={
+            "file_id": "d1",
+            "file_unique_id": "d1",
+            "file_name": "runbook.pdf",
+            "mime_type": "application/pdf",
+        },
+    )
     (request,) = bot.whatsmate.requests
     assert_call(request, "POST", f"/v1/telegram/{path}/document/binary/0")
     body = request.json()
@@ -154,8 +217,12 @@ async def test_translate_text_and_reply(bot: BotUnderTest) -> None:
     original = bot.telegram.message("guten Morgen", user=ADMIN)
     assert await bot.reply_text("/translate de en", reply_to=original) == "[en] guten Morgen"
     translations = bot.whatsmate.calls("/v1/translation/translate")
-    assert_call(translations[0], "POST", "/v1/translation/translate",
-                {"fromLang": "en", "toLang": "fr", "text": "the server is down"})  # fmt: skip
+    assert_call(
+        translations[0],
+        "POST",
+        "/v1/translation/translate",
+        {"fromLang": "en", "toLang": "fr", "text": "the server is down"},
+    )
     assert translations[1].json() == {"fromLang": "de", "toLang": "en", "text": "guten Morgen"}
     assert len(bot.whatsmate.calls("supported-codes")) == 1  # cached
 
@@ -163,7 +230,8 @@ async def test_translate_text_and_reply(bot: BotUnderTest) -> None:
 async def test_langs_filter_and_cache(bot: BotUnderTest) -> None:
     assert await bot.reply_text("/langs FR") == "1 language code matching 'FR':\nfr — French"
     text = await bot.reply_text("/langs")
-    assert text.startswith("4 language codes:") and "de — German" in text
+    assert text.startswith("4 language codes:")
+    assert "de — German" in text
     assert await bot.reply_text("/langs klingon") == "No language code matches 'klingon'."
     (request,) = bot.whatsmate.requests
     assert_call(request, "GET", "/v1/translation/supported-codes")
@@ -174,7 +242,9 @@ async def test_status_calls_both_endpoints(bot: BotUnderTest) -> None:
     text = await bot.reply_text("/status", chat=TEAM, user=USER)
     assert text == "WhatsApp gateway: up\nTelegram gateway (instance 0): down"
     assert sorted(r.path for r in bot.whatsmate.requests) == [
-        "/v1/gateway/status", "/v1/telegram/status/0"]  # fmt: skip
+        "/v1/gateway/status",
+        "/v1/telegram/status/0",
+    ]
     for request in bot.whatsmate.requests:
         assert_call(request, "GET", request.path)
 
@@ -182,7 +252,8 @@ async def test_status_calls_both_endpoints(bot: BotUnderTest) -> None:
 async def test_help_whoami_and_bot_suffix(bot: BotUnderTest) -> None:
     admin_help = await bot.reply_text(f"/help@{BOT_USERNAME}")
     member_help = await bot.reply_text("/help", user=USER, chat=TEAM)
-    assert "/schedule" in admin_help and "/schedule" not in member_help
+    assert "/schedule" in admin_help
+    assert "/schedule" not in member_help
     assert "/wa <to> <message>" in member_help
     assert await bot.reply_text("/whoami", user=USER, chat=TEAM) == (
         f"You are {USER} (user) in chat {TEAM}."
@@ -201,7 +272,8 @@ async def test_command_for_another_bot_is_ignored(bot: BotUnderTest) -> None:
 async def test_command_menu_is_registered_from_the_table(bot: BotUnderTest) -> None:
     default = next(c for c in bot.telegram.commands if "scope" not in c)
     names = [entry["command"] for entry in default["commands"]]
-    assert names[:3] == ["wa", "tg", "loc"] and "schedule" not in names
+    assert names[:3] == ["wa", "tg", "loc"]
+    assert "schedule" not in names
     admin = next(c for c in bot.telegram.commands if "scope" in c)
     assert admin["scope"] == {"type": "chat", "chat_id": ADMIN}
     assert "schedule" in [entry["command"] for entry in admin["commands"]]
