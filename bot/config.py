@@ -222,6 +222,7 @@ def _address_book(root: _Section) -> AddressBook:
 
 
 def _schedules(root: _Section) -> tuple[ScheduleConfig, ...]:
+    root.read.add("schedules")
     raw = root.raw.get("schedules") or []
     if not isinstance(raw, list):
         raise ConfigError("schedules", "expected a list")

@@ -1,0 +1,106 @@
+"""The config contract: exact keys, ${VAR} interpolation, secrets from env, errors name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import load_config, parse_config
+from bot.errors import ConfigError
+
+ENV = {"TELEGRAM_BOT_TOKEN": "111:tok", "WHATSMATE_CLIENT_ID": "me@example.com",
+       "WHATSMATE_CLIENT_SECRET": "sec"}
+
+
+def minimal(**extra: Any) -> dict[str, Any]:
+    return {"access": {"admins": [1]}, **extra}
+
+
+def error_key(raw: object, env: dict[str, str] = ENV) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, env)
+    assert "\n" not in str(caught.value)
+    return caught.value.key
+
+
+def test_spec_example_loads(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(Path("config.example.yaml").read_text())
+    config = load_config(path, ENV)
+    assert config.telegram.token == "111:tok"
+    assert config.whatsmate.client_secret == "sec"
+    assert config.access.admins == {1001} and config.access.first_admin == 1001
+    assert config.address_book.resolve("oncall")[1].number == "4411112222"
+    assert config.schedules[0].every_s == 900 and config.schedules[0].notify == "change"
+    assert "sec" in config.secrets and "111:tok" in config.secrets
+
+
+def test_secrets_from_environment_and_interpolation() -> None:
+    raw = minimal(telegram={"base_url": "http://127.0.0.1:${PORT}/bot"})
+    config = parse_config(raw, {**ENV, "PORT": "8081"})
+    assert config.telegram.base_url == "http://127.0.0.1:8081/bot"
+    assert config.whatsmate.client_id == "me@example.com"
+
+
+def test_secret_written_in_file_wins_over_environment() -> None:
+    config = parse_config(minimal(telegram={"token": "999:file"}), ENV)
+    assert config.telegram.token == "999:file"
+
+
+def test_repr_hides_secrets() -> None:
+    config = parse_config(minimal(), ENV)
+    assert "sec" not in repr(config.whatsmate) and "111:tok" not in repr(config.telegram)
+
+
+@pytest.mark.parametrize(
+    ("raw", "env", "key"),
+    [
+        (minimal(), {}, "telegram.token"),
+        (minimal(), {"TELEGRAM_BOT_TOKEN": "1:t"}, "whatsmate.client_id"),
+        (minimal(whatsmate={"client_secret": "${NOPE}"}), ENV, "whatsmate.client_secret"),
+        (minimal(acess={}), ENV, "acess"),
+        (minimal(access={"admins": [1], "chat": [5]}), ENV, "access.chat"),
+        (minimal(whatsmate={"timeout": 3}), ENV, "whatsmate.timeout"),
+        (minimal(whatsmate={"timeout_s": "soon"}), ENV, "whatsmate.timeout_s"),
+        (minimal(whatsmate={"timeout_s": -1}), ENV, "whatsmate.timeout_s"),
+        (minimal(whatsmate={"whatsapp_instance": 2}), ENV, "whatsmate.whatsapp_instance"),
+        (minimal(whatsmate={"whatsapp_endpoint": "bulk"}), ENV, "whatsmate.whatsapp_endpoint"),
+        (minimal(whatsmate={"base_url": "api.whatsmate.net"}), ENV, "whatsmate.base_url"),
+        ({"access": {"admins": ["root"]}}, ENV, "access.admins[0]"),
+        ({"access": {"admins": 5}}, ENV, "access.admins"),
+        (minimal(dry_run="yes"), ENV, "dry_run"),
+        (minimal(confirm_over=True), ENV, "confirm_over"),
+        (minimal(contacts={"alice": "12"}), ENV, "contacts.alice"),
+        (minimal(contacts={"12345": "4412345678"}), ENV, "contacts.12345"),
+        (minimal(groups={"oncall": ["nobody"]}), ENV, "groups.oncall"),
+        (minimal(groups={"oncall": []}), ENV, "groups.oncall"),
+        (minimal(log={"format": "xml"}), ENV, "log.format"),
+        (minimal(metrics={"port": 70000}), ENV, "metrics.port"),
+        (minimal(telegram={"webhook_url": "https://bot.example.com/hook"}), ENV,
+         "telegram.secret_token"),
+        (minimal(schedules=[{"chat": 1, "command": "/status"}]), ENV, "schedules[0]"),
+        (minimal(schedules=[{"every": "5x", "chat": 1, "command": "/status"}]), ENV,
+         "schedules[0].every"),
+        (minimal(schedules=[{"cron": "61 * * * *", "chat": 1, "command": "/status"}]), ENV,
+         "schedules[0].cron"),
+        (minimal(schedules=[{"every": "1m", "command": "/status"}]), ENV, "schedules[0].chat"),
+        (minimal(schedules=[{"every": "1m", "chat": 1, "command": "status"}]), ENV,
+         "schedules[0].command"),
+        (minimal(schedules=[{"every": "1m", "chat": 1, "command": "/status", "notfy": "x"}]), ENV,
+         "schedules[0].notfy"),
+        (["not", "a", "mapping"], ENV, "(top level)"),
+    ],
+)
+def test_every_problem_names_its_key(raw: object, env: dict[str, str], key: str) -> None:
+    assert error_key(raw, env) == key
+
+
+def test_unreadable_and_invalid_yaml_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml", ENV)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("telegram: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad, ENV)
