@@ -349,6 +349,8 @@ def is_for_other_bot(text: str, bot_username: str | None) -> bool:
 def parse(text: str, reply_text: str | None = None) -> Parsed:
     """Parse one chat message. Raises UsageError (or UnknownCommand) on malformed input."""
     stripped = text.lstrip()
+    if not stripped.startswith("/"):
+        raise UsageError("Usage: commands start with / — /help lists the ones you may use.")
     match = _HEAD.match(stripped)
     if not match:
         word = stripped.split(maxsplit=1)[0] if stripped.strip() else "/"

@@ -343,8 +343,14 @@ def build_application(
         .rate_limiter(limiter)
         .build()
     )
+    # Commands anywhere; in a private chat every text gets an answer (a hint if not a command).
     command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
-    app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & command_text, frontend.on_command))
+    private_text = filters.ChatType.PRIVATE & (filters.TEXT | filters.CAPTION)
+    app.add_handler(
+        MessageHandler(
+            filters.UpdateType.MESSAGE & (command_text | private_text), frontend.on_command
+        )
+    )
     app.add_handler(CallbackQueryHandler(frontend.on_button, pattern=r"^confirm:"))
     app.add_error_handler(frontend.on_error)
     return app, frontend

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from tenacity import wait_none
+from tenacity.wait import wait_base
 
 from bot.config import Config, load_config
 from bot.logs import configure_logging
@@ -81,6 +82,7 @@ class BotUnderTest:
     whatsmate: FakeWhatsMate
     tmp_path: Path
     clock: FakeClock = field(default_factory=FakeClock)
+    backoff: wait_base = field(default_factory=wait_none)
     logs: io.StringIO = field(default_factory=io.StringIO)
     config: Config | None = None
     runtime: Runtime | None = None
@@ -100,7 +102,7 @@ class BotUnderTest:
         configure_logging(fmt="json", level="debug", secrets=self.config.secrets, stream=self.logs)
         self._stack = AsyncExitStack()
         self.runtime = await self._stack.enter_async_context(
-            open_runtime(self.config, clock=self.clock, backoff=wait_none())
+            open_runtime(self.config, clock=self.clock, backoff=self.backoff)
         )
         app, frontend = build_application(self.config, self.runtime.service, self.runtime.http)
         self._stop = asyncio.Event()

@@ -227,6 +227,7 @@ class FakeWhatsMate(HttpServer):
         self.client_id, self.client_secret = client_id, client_secret
         self.whatsapp_status = "up"
         self.telegram_status = "up"
+        self.codes: dict[str, str] = dict(LANGUAGES)
 
     def sends(self) -> list[HttpRequest]:
         return [r for r in self.requests if r.method == "POST" and "/translation/" not in r.path]
@@ -243,7 +244,7 @@ class FakeWhatsMate(HttpServer):
         if match := re.fullmatch(r"/v1/telegram/status/(\d+)", path):
             return HttpResponse.of_json({"status": self.telegram_status, "instance": int(match[1])})
         if path == "/v1/translation/supported-codes":
-            return HttpResponse.of_json(LANGUAGES)
+            return HttpResponse.of_json(self.codes)
         if path == "/v1/translation/translate":
             body = request.json()
             return HttpResponse.of_text(f"[{body['toLang']}] {body['text']}")

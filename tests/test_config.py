@@ -10,8 +10,11 @@ import pytest
 from bot.config import load_config, parse_config
 from bot.errors import ConfigError
 
-ENV = {"TELEGRAM_BOT_TOKEN": "111:tok", "WHATSMATE_CLIENT_ID": "me@example.com",
-       "WHATSMATE_CLIENT_SECRET": "sec"}
+ENV = {
+    "TELEGRAM_BOT_TOKEN": "111:tok",
+    "WHATSMATE_CLIENT_ID": "me@example.com",
+    "WHATSMATE_CLIENT_SECRET": "sec",
+}
 
 
 def minimal(**extra: Any) -> dict[str, Any]:
@@ -78,18 +81,33 @@ def test_repr_hides_secrets() -> None:
         (minimal(groups={"oncall": []}), ENV, "groups.oncall"),
         (minimal(log={"format": "xml"}), ENV, "log.format"),
         (minimal(metrics={"port": 70000}), ENV, "metrics.port"),
-        (minimal(telegram={"webhook_url": "https://bot.example.com/hook"}), ENV,
-         "telegram.secret_token"),
+        (
+            minimal(telegram={"webhook_url": "https://bot.example.com/hook"}),
+            ENV,
+            "telegram.secret_token",
+        ),
         (minimal(schedules=[{"chat": 1, "command": "/status"}]), ENV, "schedules[0]"),
-        (minimal(schedules=[{"every": "5x", "chat": 1, "command": "/status"}]), ENV,
-         "schedules[0].every"),
-        (minimal(schedules=[{"cron": "61 * * * *", "chat": 1, "command": "/status"}]), ENV,
-         "schedules[0].cron"),
+        (
+            minimal(schedules=[{"every": "5x", "chat": 1, "command": "/status"}]),
+            ENV,
+            "schedules[0].every",
+        ),
+        (
+            minimal(schedules=[{"cron": "61 * * * *", "chat": 1, "command": "/status"}]),
+            ENV,
+            "schedules[0].cron",
+        ),
         (minimal(schedules=[{"every": "1m", "command": "/status"}]), ENV, "schedules[0].chat"),
-        (minimal(schedules=[{"every": "1m", "chat": 1, "command": "status"}]), ENV,
-         "schedules[0].command"),
-        (minimal(schedules=[{"every": "1m", "chat": 1, "command": "/status", "notfy": "x"}]), ENV,
-         "schedules[0].notfy"),
+        (
+            minimal(schedules=[{"every": "1m", "chat": 1, "command": "status"}]),
+            ENV,
+            "schedules[0].command",
+        ),
+        (
+            minimal(schedules=[{"every": "1m", "chat": 1, "command": "/status", "notfy": "x"}]),
+            ENV,
+            "schedules[0].notfy",
+        ),
         (["not", "a", "mapping"], ENV, "(top level)"),
     ],
 )

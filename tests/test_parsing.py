@@ -68,12 +68,18 @@ def test_mask() -> None:
 
 def test_message_keeps_newlines_and_inner_spacing() -> None:
     parsed = c.parse("/wa   alice   first  line\n  second\n\nthird  ")
-    assert parsed.command == c.SendText(c.Channel.WHATSAPP, "alice", "first  line\n  second\n\nthird")
+    assert parsed.command == c.SendText(
+        c.Channel.WHATSAPP, "alice", "first  line\n  second\n\nthird"
+    )
 
 
 def test_translate_uses_the_replied_text_only_when_none_is_given() -> None:
-    assert c.parse("/translate en fr", reply_text="hello").command == c.Translate("en", "fr", "hello")
-    assert c.parse("/translate en fr hi", reply_text="hello").command == c.Translate("en", "fr", "hi")
+    assert c.parse("/translate en fr", reply_text="hello").command == c.Translate(
+        "en", "fr", "hello"
+    )
+    assert c.parse("/translate en fr hi", reply_text="hello").command == c.Translate(
+        "en", "fr", "hi"
+    )
 
 
 def test_help_lines_follow_the_table() -> None:
