@@ -29,10 +29,12 @@ async def audit_outcomes(bot: BotUnderTest) -> list[tuple[str, Outcome, str]]:
         (HANG, "no answer in time (ReadTimeout)"),
         (DROP, "connection dropped (RemoteProtocolError)"),
         (answer(500, {"message": "Internal error"}), "HTTP 500: Internal error"),
-        (answer(502, "<html><h1>502 Bad Gateway</h1></html>", "text/html"),
-         "HTTP 502: 502 Bad Gateway"),
+        (
+            answer(502, "<html><h1>502 Bad Gateway</h1></html>", "text/html"),
+            "HTTP 502: 502 Bad Gateway",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_send_that_may_have_arrived_is_never_retried(
     make_bot: BotUnderTest, fault: object, detail: str
 ) -> None:
@@ -56,7 +58,9 @@ async def test_unknown_outcome_of_one_recipient_leaves_the_others_sent(bot: BotU
     lines = text.splitlines()
     assert lines[0] == "WhatsApp (instance 0): sent to 1 of 2"
     assert sorted(line.split(":")[1].strip().split(" —")[0] for line in lines[1:]) == [
-        "outcome unknown", "queued"]  # fmt: skip
+        "outcome unknown",
+        "queued",
+    ]
     assert len(bot.whatsmate.calls("/whatsapp/")) == 2
 
 
@@ -123,27 +127,46 @@ async def test_reads_give_up_after_their_retries(bot: BotUnderTest) -> None:
 
 
 ERROR_REPLIES = [
-    (answer(401, {"message": "Invalid credentials s3cr3t-wm"}),
-     "failed — credentials refused (HTTP 401: Invalid credentials [redacted])"),
+    (
+        answer(401, {"message": "Invalid credentials s3cr3t-wm"}),
+        "failed — credentials refused (HTTP 401: Invalid credentials [redacted])",
+    ),
     (answer(403, {"error": "Forbidden"}), "failed — credentials refused (HTTP 403: Forbidden)"),
-    (answer(404, "<html><body><h1>Not Found</h1><p>nothing here</p></body></html>", "text/html"),
-     "failed — HTTP 404: Not Found nothing here"),
+    (
+        answer(404, "<html><body><h1>Not Found</h1><p>nothing here</p></body></html>", "text/html"),
+        "failed — HTTP 404: Not Found nothing here",
+    ),
     (answer(400, {"message": "Invalid number"}), "failed — HTTP 400: Invalid number"),
-    (answer(429, {"message": "Too many requests"}),
-     "failed — plan or quota limit (HTTP 429: Too many requests)"),
-    (answer(444, {"message": "Quota exceeded"}),
-     "failed — plan or quota limit (HTTP 444: Quota exceeded)"),
-    (answer(469, "premium plan required", "text/plain"),
-     "failed — plan or quota limit (HTTP 469: premium plan required)"),
-    (answer(200, "<html>maintenance</html>", "text/html"),
-     "failed — unexpected answer (HTTP 200, expected JSON but got text/html: maintenance)"),
-    (answer(200, b""), "failed — unexpected answer (HTTP 200, expected JSON but got "
-                       "application/json: OK)"),
-    (answer(200, {"result": "ok"}),
-     "failed — unexpected answer (expected a 'status' text in the answer, got {\"result\": \"ok\"})"),
-    (answer(200, {"success": False, "status": "Recipient not on Telegram"}),
-     "failed — WhatsMate said: Recipient not on Telegram"),
-]  # fmt: skip
+    (
+        answer(429, {"message": "Too many requests"}),
+        "failed — plan or quota limit (HTTP 429: Too many requests)",
+    ),
+    (
+        answer(444, {"message": "Quota exceeded"}),
+        "failed — plan or quota limit (HTTP 444: Quota exceeded)",
+    ),
+    (
+        answer(469, "premium plan required", "text/plain"),
+        "failed — plan or quota limit (HTTP 469: premium plan required)",
+    ),
+    (
+        answer(200, "<html>maintenance</html>", "text/html"),
+        "failed — unexpected answer (HTTP 200, expected JSON but got text/html: maintenance)",
+    ),
+    (
+        answer(200, b""),
+        "failed — unexpected answer (HTTP 200, expected JSON but got application/json: OK)",
+    ),
+    (
+        answer(200, {"result": "ok"}),
+        "failed — unexpected answer (expected a 'status' text in the answer, got "
+        '{"result": "ok"})',
+    ),
+    (
+        answer(200, {"success": False, "status": "Recipient not on Telegram"}),
+        "failed — WhatsMate said: Recipient not on Telegram",
+    ),
+]
 
 
 @pytest.mark.parametrize(("fault", "expected"), ERROR_REPLIES)
@@ -159,8 +182,12 @@ async def test_gateway_answers_become_one_clear_reply(
 
 
 async def test_telegram_429_is_honoured_without_losing_the_reply(bot: BotUnderTest) -> None:
-    too_many = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
-                "parameters": {"retry_after": 1}}  # fmt: skip
+    too_many = {
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 1",
+        "parameters": {"retry_after": 1},
+    }
     bot.telegram.fail("/sendMessage$", answer(429, too_many))
     assert await bot.reply_text("/whoami") == f"You are {ADMIN} (admin) in chat {ADMIN}."
     assert len(bot.telegram.calls("/sendMessage$")) == 2
@@ -168,10 +195,20 @@ async def test_telegram_429_is_honoured_without_losing_the_reply(bot: BotUnderTe
 
 @pytest.mark.parametrize(
     "fault",
-    [answer(502, {"ok": False, "error_code": 502, "description": "Bad Gateway"}), DROP,
-     answer(429, {"ok": False, "error_code": 429, "description": "Too Many Requests",
-                  "parameters": {"retry_after": 1}})],
-)  # fmt: skip
+    [
+        answer(502, {"ok": False, "error_code": 502, "description": "Bad Gateway"}),
+        DROP,
+        answer(
+            429,
+            {
+                "ok": False,
+                "error_code": 429,
+                "description": "Too Many Requests",
+                "parameters": {"retry_after": 1},
+            },
+        ),
+    ],
+)
 async def test_polling_survives_get_updates_faults(bot: BotUnderTest, fault: object) -> None:
     bot.telegram.fail("/getUpdates$", fault)  # type: ignore[arg-type]
     assert await bot.reply_text("/whoami", user=USER, chat=TEAM) == (
@@ -192,8 +229,10 @@ async def test_long_replies_are_split_on_lines_not_cut(bot: BotUnderTest) -> Non
 
 
 async def test_unexpected_error_gets_one_reply_with_an_error_id(bot: BotUnderTest) -> None:
-    bot.telegram.fail("/sendMessage$", answer(400, {"ok": False, "error_code": 400,
-                                                     "description": "Bad Request: odd"}))  # fmt: skip
+    bot.telegram.fail(
+        "/sendMessage$",
+        answer(400, {"ok": False, "error_code": 400, "description": "Bad Request: odd"}),
+    )
     (reply,) = await bot.say("/whoami")
     assert reply.text.startswith("Something went wrong (error id ")
     error_id = reply.text.split("error id ")[1].split(")")[0]
@@ -201,22 +240,50 @@ async def test_unexpected_error_gets_one_reply_with_an_error_id(bot: BotUnderTes
 
 
 ODD_TEXTS = [
-    "/", "/ ", "/\u200bwa alice hi", "/wa\u200b alice hi", "/wa alice\u200b hi", "/   ",
-    "/wa \u202ealice hi", "/wa ١٢٣٤٥٦٧ hi", "/wa 44🙂12345678 hi", "/wa//tg alice", "//wa",
-    "/wa alice " + "x" * 10_000, "/" + "w" * 5000, "/translate en fr " + "🙂" * 3000,
-    "/loc alice 1e400 0", "/loc alice -0 -0", "/history 99999999999999999999", "/wa ,,, hi",
-    "/wa@ alice hi", "/help@", "/HELP", "/status\n\n\n", "/wa\nalice\nhi", "/whoami\t",
-    "/photo alice", "/doc", "/langs \u0000", "/schedule add 1s /status", "/schedule remove",
-    "/schedule add 10s /schedule list", "hello there", "\u200b", "/wa alice \U0001F4A9",
-]  # fmt: skip
+    "/",
+    "/ ",
+    "/\u200bwa alice hi",
+    "/wa\u200b alice hi",
+    "/wa alice\u200b hi",
+    "/   ",
+    "/wa \u202ealice hi",
+    "/wa ١٢٣٤٥٦٧ hi",
+    "/wa 44🙂12345678 hi",
+    "/wa//tg alice",
+    "//wa",
+    "/wa alice " + "x" * 10_000,
+    "/" + "w" * 5000,
+    "/translate en fr " + "🙂" * 3000,
+    "/loc alice 1e400 0",
+    "/loc alice -0 -0",
+    "/history 99999999999999999999",
+    "/wa ,,, hi",
+    "/wa@ alice hi",
+    "/help@",
+    "/HELP",
+    "/status\n\n\n",
+    "/wa\nalice\nhi",
+    "/whoami\t",
+    "/photo alice",
+    "/doc",
+    "/langs \u0000",
+    "/schedule add 1s /status",
+    "/schedule remove",
+    "/schedule add 10s /schedule list",
+    "hello there",
+    "\u200b",
+    "/wa alice \U0001f4a9",
+]
 
 
 async def test_fuzz_every_odd_message_gets_exactly_one_reply(bot: BotUnderTest) -> None:
     rng = random.Random(20261125)
     alphabet = "/ wa,+-.0123456789alice\n\u200b\u202e🙂é@"
     texts = [*ODD_TEXTS]
-    texts += ["/" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
-              for _ in range(300 - len(texts))]  # fmt: skip
+    texts += [
+        "/" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        for _ in range(300 - len(texts))
+    ]
     for text in texts:  # another bot's commands get no answer from us, and are not counted
         if is_for_other_bot(text, BOT_USERNAME):
             bot.telegram.message(text, user=ADMIN)
@@ -226,14 +293,25 @@ async def test_fuzz_every_odd_message_gets_exactly_one_reply(bot: BotUnderTest) 
         if not is_for_other_bot(text, BOT_USERNAME)
     ]
     await bot.telegram.wait_for(
-        lambda: len({r.params.get("reply_parameters", {}).get("message_id")
-                     for r in bot.telegram.replies(ADMIN)} - {None}) >= len(sent_ids),
+        lambda: (
+            len(
+                {
+                    r.params.get("reply_parameters", {}).get("message_id")
+                    for r in bot.telegram.replies(ADMIN)
+                }
+                - {None}
+            )
+            >= len(sent_ids)
+        ),
         timeout=60,
-    )  # fmt: skip
+    )
     assert await bot.reply_text("/whoami") == f"You are {ADMIN} (admin) in chat {ADMIN}."
     await bot.stop()
-    answered = [r.params["reply_parameters"]["message_id"] for r in bot.telegram.replies(ADMIN)
-                if "reply_parameters" in r.params]  # fmt: skip
+    answered = [
+        r.params["reply_parameters"]["message_id"]
+        for r in bot.telegram.replies(ADMIN)
+        if "reply_parameters" in r.params
+    ]
     assert sorted(answered[:-1]) == sorted(sent_ids)  # exactly one answer each
     assert not any("Something went wrong" in r.text for r in bot.telegram.replies(ADMIN))
 

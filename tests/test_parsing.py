@@ -45,10 +45,19 @@ def test_any_recipient_word_resolves_or_raises_recipient_error(word: str) -> Non
 
 @pytest.mark.parametrize(
     ("text", "digits"),
-    [("4412345678", "4412345678"), ("+44-1234.5678", "4412345678"), ("12345", "12345"),
-     ("123456789012345", "123456789012345"), ("1234", None), ("1234567890123456", None),
-     ("+-123456", None), ("12345-", None), ("١٢٣٤٥٦", None), ("44 12345", None)],
-)  # fmt: skip
+    [
+        ("4412345678", "4412345678"),
+        ("+44-1234.5678", "4412345678"),
+        ("12345", "12345"),
+        ("123456789012345", "123456789012345"),
+        ("1234", None),
+        ("1234567890123456", None),
+        ("+-123456", None),
+        ("12345-", None),
+        ("١٢٣٤٥٦", None),
+        ("44 12345", None),
+    ],
+)
 def test_clean_number(text: str, digits: str | None) -> None:
     assert clean_number(text) == digits
 
