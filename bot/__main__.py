@@ -98,20 +98,7 @@ async def _run(config: Config) -> int:
         loop.add_signal_handler(number, on_signal, number)
     async with open_runtime(config) as runtime:
         app, frontend = build_application(config, runtime.service, runtime.http)
-        server = None
-        if runtime.metrics is not None:
-            from bot.metrics import serve_metrics
-
-            def healthy() -> bool:
-                running = app.updater is not None and app.updater.running
-                return running and runtime.service.last_gateway_up is not False
-
-            server = serve_metrics(runtime.metrics, healthy, config.metrics_port)
-        try:
-            await serve(app, frontend, config, stop)
-        finally:
-            if server is not None:
-                server.shutdown()
+        await serve(app, frontend, config, stop, runtime.metrics)
     log.info("stopped")
     return EXIT_OK
 

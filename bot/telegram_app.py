@@ -44,6 +44,7 @@ from bot.commands import MediaKind
 from bot.config import Config
 from bot.errors import AttachmentError
 from bot.logs import get_logger
+from bot.metrics import Metrics, serve_metrics
 from bot.schedules import Schedule, cron_trigger
 from bot.service import CONFIRM_TTL_S, Reply, Request, Service
 
@@ -287,23 +288,19 @@ class JobQueueScheduler:
         queue = self._app.job_queue
         if queue is None:  # pragma: no cover - the job-queue extra is a dependency
             raise RuntimeError("python-telegram-bot was installed without the job-queue extra")
+        if first_in_s <= 0:  # run_repeating(first=0) never fires (APScheduler): run once now
+            queue.run_once(self._callback, 0, name=schedule.name, data=schedule)
         if schedule.every_s:
             queue.run_repeating(
                 self._callback,
                 interval=schedule.every_s,
-                first=first_in_s,
+                first=first_in_s if first_in_s > 0 else schedule.every_s,
                 name=schedule.name,
                 data=schedule,
             )
-            return
-        if first_in_s == 0:
-            queue.run_once(self._callback, 0, name=schedule.name, data=schedule)
-        queue.run_custom(
-            self._callback,
-            {"trigger": cron_trigger(schedule.cron or "")},
-            name=schedule.name,
-            data=schedule,
-        )
+        else:
+            trigger = cron_trigger(schedule.cron or "")
+            queue.run_custom(self._callback, {"trigger": trigger}, name=schedule.name, data=schedule)
 
     def stop(self, name: str) -> None:
         if self._app.job_queue is not None:
@@ -356,11 +353,25 @@ def build_application(
     return app, frontend
 
 
-async def serve(app: App, frontend: TelegramFrontend, config: Config, stop: asyncio.Event) -> None:
+async def serve(
+    app: App,
+    frontend: TelegramFrontend,
+    config: Config,
+    stop: asyncio.Event,
+    metrics: Metrics | None = None,
+) -> None:
     """Run until ``stop`` is set, then finish the updates in flight and shut down."""
     async with app:
         await app.start()
         await frontend.post_init(app)
+        server = None
+        if metrics is not None:
+
+            def healthy() -> bool:
+                running = app.updater is not None and app.updater.running
+                return running and frontend.service.last_gateway_up is not False
+
+            server = serve_metrics(metrics, healthy, config.metrics_port)
         updater = app.updater
         assert updater is not None
         telegram = config.telegram
@@ -379,3 +390,6 @@ async def serve(app: App, frontend: TelegramFrontend, config: Config, stop: asyn
         log.info("stopping")
         await updater.stop()
         await app.stop()
+        if server is not None:
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()

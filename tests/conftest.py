@@ -96,7 +96,7 @@ class BotUnderTest:
         path.write_text(yaml.safe_dump(raw))
         return path
 
-    async def start(self, **overrides: Any) -> BotUnderTest:
+    async def start(self, wait_for: str = "/getUpdates$", **overrides: Any) -> BotUnderTest:
         path = self.write_config(**overrides)
         self.config = load_config(path, {"TEST_TG_TOKEN": self.telegram.token})
         configure_logging(fmt="json", level="debug", secrets=self.config.secrets, stream=self.logs)
@@ -106,10 +106,12 @@ class BotUnderTest:
         )
         app, frontend = build_application(self.config, self.runtime.service, self.runtime.http)
         self._stop = asyncio.Event()
-        polls = len(self.telegram.calls("/getUpdates$"))
-        self._task = asyncio.create_task(serve(app, frontend, self.config, self._stop))
+        polls = len(self.telegram.calls(wait_for))
+        self._task = asyncio.create_task(
+            serve(app, frontend, self.config, self._stop, self.runtime.metrics)
+        )
         await self.telegram.wait_for(
-            lambda: len(self.telegram.calls("/getUpdates$")) > polls or self._task.done()
+            lambda: len(self.telegram.calls(wait_for)) > polls or self._task.done()
         )
         if self._task.done():
             self._task.result()

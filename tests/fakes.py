@@ -297,6 +297,7 @@ class FakeTelegram(HttpServer):
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
         self._new_update = asyncio.Event()
+        self._confirmed = 0
 
     @property
     def base_url(self) -> str:
@@ -414,7 +415,9 @@ class FakeTelegram(HttpServer):
         }
 
     async def api_getUpdates(self, params: dict[str, Any]) -> Any:
-        offset = int(params.get("offset") or 0)
+        # Like Telegram: asking with offset N confirms (forgets) every update before N.
+        self._confirmed = max(self._confirmed, int(params.get("offset") or 0))
+        offset = self._confirmed
         deadline = time.monotonic() + float(params.get("timeout") or 0)
         while True:
             pending = [u for u in self.updates if u["update_id"] >= offset]
