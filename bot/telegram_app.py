@@ -300,7 +300,9 @@ class JobQueueScheduler:
             )
         else:
             trigger = cron_trigger(schedule.cron or "")
-            queue.run_custom(self._callback, {"trigger": trigger}, name=schedule.name, data=schedule)
+            queue.run_custom(
+                self._callback, {"trigger": trigger}, name=schedule.name, data=schedule
+            )
 
     def stop(self, name: str) -> None:
         if self._app.job_queue is not None:

@@ -135,10 +135,9 @@ async def test_photo_by_reply_to_many_uses_batch_without_caption(bot: BotUnderTe
     image = b"\x89PNG fake"
     bot.telegram.add_file("p1", image)
     original = bot.telegram.message(
-        "look", user=ADMIN, caption=True, photo=photo_sizes("p1", image)
+        "look", user=ADMIN, chat=TEAM, caption=True, photo=photo_sizes("p1", image)
     )
-    await bot.telegram.wait_for(lambda: True)
-    await bot.say("/photo oncall", reply_to=original)
+    await bot.say("/photo oncall", reply_to=original, chat=TEAM)
     (request,) = bot.whatsmate.requests
     assert_call(request, "POST", "/v1/telegram/batch/photo/binary/0")
     body = request.json()
@@ -153,10 +152,11 @@ async def test_voice_note_reply_sends_audio_with_derived_filename(bot: BotUnderT
     original = bot.telegram.message(
         "",
         user=ADMIN,
+        chat=TEAM,
         caption=True,
         voice={"file_id": "v1", "file_unique_id": "v1", "duration": 3, "mime_type": "audio/ogg"},
     )
-    text = await bot.reply_text("/audio alice", reply_to=original)
+    text = await bot.reply_text("/audio alice", reply_to=original, chat=TEAM)
     (request,) = bot.whatsmate.requests
     assert_call(request, "POST", "/v1/telegram/single/audio/binary/0")
     assert request.json() == {
@@ -214,8 +214,11 @@ async def test_document_keeps_filename_and_exact_bytes(
 
 async def test_translate_text_and_reply(bot: BotUnderTest) -> None:
     assert await bot.reply_text("/translate en fr the server is down") == "[fr] the server is down"
-    original = bot.telegram.message("guten Morgen", user=ADMIN)
-    assert await bot.reply_text("/translate de en", reply_to=original) == "[en] guten Morgen"
+    original = bot.telegram.message("guten Morgen", user=ADMIN, chat=TEAM)
+    assert (
+        await bot.reply_text("/translate de en", reply_to=original, chat=TEAM)
+        == "[en] guten Morgen"
+    )
     translations = bot.whatsmate.calls("/v1/translation/translate")
     assert_call(
         translations[0],

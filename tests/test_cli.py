@@ -1,0 +1,120 @@
+"""The command line as scripts and operators meet it: real processes, exit codes, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ADMIN, BotUnderTest
+from tests.fakes import HANG, delay
+
+ENV = {**os.environ, "TEST_TG_TOKEN": "123456:TEST-telegram-token", "PYTHONUNBUFFERED": "1"}
+
+
+async def run_cli(*args: str, stdin: bytes = b"", timeout: float = 60) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, env=ENV, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["demo"], ["check"], ["exec"]])
+async def test_every_subcommand_has_help(command: list[str]) -> None:
+    code, out, _ = await run_cli(*command, "--help")
+    assert code == 0 and "usage: whatsmate-bot" in out
+
+
+async def test_bad_config_is_one_line_naming_the_key(make_bot: BotUnderTest) -> None:
+    path = make_bot.write_config(acess={"admins": [1]})
+    for action in (["run"], ["check"], ["exec"]):
+        code, out, err = await run_cli(
+            *action, "--config", str(path), *(["/status"] * (action == ["exec"]))
+        )
+        assert code == 2
+        assert err == "config error: acess: unknown key\n" and "Traceback" not in err + out
+
+
+async def test_check_exit_codes(make_bot: BotUnderTest) -> None:
+    path = make_bot.write_config()
+    code, out, _ = await run_cli("check", "--config", str(path))
+    assert (code, out) == (
+        0,
+        "config: ok\nWhatsApp gateway: up\nTelegram gateway (instance 0): up\n",
+    )
+    make_bot.whatsmate.telegram_status = "down"
+    code, out, _ = await run_cli("check", "--config", str(path))
+    assert code == 1 and out.endswith("Telegram gateway (instance 0): down\n")
+
+
+async def test_exec_exit_codes(make_bot: BotUnderTest) -> None:
+    path = str(make_bot.write_config(whatsmate={"timeout_s": 0.3}))
+    code, out, _ = await run_cli("exec", "--config", path, "/status")
+    assert (code, out) == (0, "WhatsApp gateway: up\nTelegram gateway (instance 0): up\n")
+    code, out, _ = await run_cli("exec", "--config", path, "/wa")
+    assert (code, out) == (2, "Usage: /wa <to> <message>\n")
+    make_bot.whatsmate.fail("/whatsapp/", HANG)
+    code, out, _ = await run_cli("exec", "--config", path, "/wa alice hi")
+    assert code == 1 and "alice: outcome unknown" in out
+    many = "/wa 4411110001,4411110002,4411110003,4411110004,4411110005,4411110006 hi"
+    code, out, err = await run_cli("exec", "--config", path, many)
+    assert code == 2 and out.startswith("Send /wa to 6 recipients?") and "--yes" in err
+    code, out, _ = await run_cli("exec", "--config", path, "--yes", many)
+    assert code == 0 and out.startswith("WhatsApp (instance 0): sent to 6 of 6")
+    assert len(make_bot.whatsmate.calls("/whatsapp/")) == 7  # 1 hung + 6, never a retry
+
+
+async def test_demo_reads_commands_from_a_pipe() -> None:
+    code, out, err = await run_cli("demo", stdin=b"/help\n/wa alice hi\n/status\n")
+    assert code == 0, err
+    assert "bot> WhatsApp (instance 0)\nbot> alice: queued" in out
+    assert (
+        '[sandbox got POST /v1/whatsapp/single/message/0 {"number": "4412345678", "message": "hi"}]'
+        in out
+    )
+    assert "bot> WhatsApp gateway: up" in out
+
+
+async def start_bot_process(path: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", "--config", str(path), env=ENV,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_sigterm_finishes_commands_in_flight_then_exits_0(make_bot: BotUnderTest) -> None:
+    telegram, whatsmate = make_bot.telegram, make_bot.whatsmate
+    process = await start_bot_process(make_bot.write_config())
+    await telegram.wait_polling()
+    whatsmate.fail("/whatsapp/", delay(0.5), delay(0.5), delay(0.5))
+    for n in range(3):
+        telegram.message(f"/wa alice message {n}", user=ADMIN)
+    await whatsmate.wait_for(lambda: len(whatsmate.calls("/whatsapp/")) == 3)
+    process.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()[-2000:]
+    assert [r.text for r in telegram.replies(ADMIN)] == ["WhatsApp (instance 0)\nalice: queued"] * 3
+    logged = err.decode()
+    assert telegram.token not in logged and whatsmate.client_secret not in logged
+    assert "message 1" not in logged
+
+
+async def test_second_signal_exits_at_once(make_bot: BotUnderTest) -> None:
+    telegram, whatsmate = make_bot.telegram, make_bot.whatsmate
+    process = await start_bot_process(make_bot.write_config(whatsmate={"timeout_s": 60}))
+    await telegram.wait_polling()
+    whatsmate.fail("/whatsapp/", HANG)
+    telegram.message("/wa alice stuck", user=ADMIN)
+    await whatsmate.wait_for(lambda: len(whatsmate.calls("/whatsapp/")) == 1)
+    process.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0)  # let the first signal be delivered before the second
+    process.send_signal(signal.SIGINT)
+    await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 128 + signal.SIGINT
