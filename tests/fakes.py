@@ -55,9 +55,10 @@ class HttpResponse:
 
 @dataclass(frozen=True)
 class Fault:
-    """A scripted misbehaviour: ``hang`` never answers, ``drop`` closes after the request."""
+    """A scripted misbehaviour: ``hang`` never answers, ``drop`` closes after the request,
+    ``hold`` answers normally once the test calls ``release()``."""
 
-    kind: str  # "response" | "hang" | "drop" | "delay"
+    kind: str  # "response" | "hang" | "drop" | "delay" | "hold"
     response: HttpResponse | None = None
     delay_s: float = 0.0
 
@@ -75,6 +76,7 @@ def answer(status: int, body: Any = None, content_type: str = "application/json"
 
 HANG = Fault("hang")
 DROP = Fault("drop")
+HOLD = Fault("hold")
 
 
 def delay(seconds: float) -> Fault:
@@ -107,6 +109,9 @@ class HttpServer:
         self.latency_s = 0.0
         self.changed = asyncio.Condition()
         self._closing = asyncio.Event()
+        self._released = asyncio.Event()
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     @property
     def url(self) -> str:
@@ -127,6 +132,10 @@ class HttpServer:
     def fail(self, path_pattern: str, *faults: Fault) -> None:
         """The next requests whose path matches ``path_pattern`` get ``faults``, in order."""
         self._faults[path_pattern].extend(faults)
+
+    def release(self) -> None:
+        """Let every ``HOLD``-faulted request (held now or later) be answered."""
+        self._released.set()
 
     def calls(self, path_pattern: str = "") -> list[HttpRequest]:
         return [r for r in self.requests if re.search(path_pattern, r.path)]
@@ -157,22 +166,15 @@ class HttpServer:
                 if request is None:
                     return
                 self.requests.append(request)
-                await self.notify()
-                fault = self._next_fault(request.path)
-                if fault is not None and fault.kind == "drop":
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    await self.notify()
+                    response = await self._respond(request)
+                finally:
+                    self.in_flight -= 1
+                if response is None:
                     return
-                if fault is not None and fault.kind == "hang":
-                    await self._closing.wait()
-                    return
-                if fault is not None and fault.kind == "delay":
-                    await asyncio.sleep(fault.delay_s)
-                if self.latency_s:
-                    await asyncio.sleep(self.latency_s)
-                response = (
-                    fault.response
-                    if fault is not None and fault.response
-                    else await self.handle(request)
-                )
                 head = (
                     f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Status')}\r\n"
                     f"Content-Type: {response.content_type}\r\n"
@@ -185,6 +187,24 @@ class HttpServer:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+    async def _respond(self, request: HttpRequest) -> HttpResponse | None:
+        """The answer to ``request`` after any scripted fault; None: close, no answer."""
+        fault = self._next_fault(request.path)
+        if fault is not None and fault.kind == "drop":
+            return None
+        if fault is not None and fault.kind == "hang":
+            await self._closing.wait()
+            return None
+        if fault is not None and fault.kind == "hold":
+            await self._released.wait()
+        if fault is not None and fault.kind == "delay":
+            await asyncio.sleep(fault.delay_s)
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if fault is not None and fault.response:
+            return fault.response
+        return await self.handle(request)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> HttpRequest | None:
@@ -272,6 +292,7 @@ class Sent:
     text: str
     message_id: int
     params: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.perf_counter)
 
     @property
     def buttons(self) -> list[tuple[str, str]]:
@@ -331,6 +352,7 @@ class FakeTelegram(HttpServer):
             },
             "from": {"id": user, "is_bot": False, "first_name": f"user{user}"},
             ("caption" if caption else "text"): text,
+            **_command_entities(text, caption),
             **media,
         }
         if reply_to is not None:
@@ -483,6 +505,15 @@ def _form(request: HttpRequest) -> dict[str, Any]:
         value = values[0]
         params[key] = json.loads(value) if key in _JSON_FIELDS else value
     return params
+
+
+def _command_entities(text: str, caption: bool) -> dict[str, Any]:
+    """Like Telegram: a leading ``/command`` (or ``/command@bot``) is a bot_command entity."""
+    match = re.match(r"/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?", text)
+    if not match:
+        return {}
+    entity = {"type": "bot_command", "offset": 0, "length": len(match[0].encode("utf-16-le")) // 2}
+    return {("caption_entities" if caption else "entities"): [entity]}
 
 
 def photo_sizes(file_id: str, content: bytes) -> list[dict[str, Any]]:
