@@ -56,6 +56,7 @@ class WhatsMateConfig:
     telegram_instance: int = 0
     whatsapp_endpoint: str = "single"
     max_concurrency: int = 20
+    max_connections: int = 100
     retries: int = 3
 
 
@@ -159,6 +160,7 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
             telegram_instance=whatsmate.integer("telegram_instance", 0, low=0, high=99),
             whatsapp_endpoint=whatsmate.choice("whatsapp_endpoint", "single", ("single", "queue")),
             max_concurrency=whatsmate.integer("max_concurrency", 20, low=1, high=500),
+            max_connections=whatsmate.integer("max_connections", 100, low=1, high=1000),
             retries=whatsmate.integer("retries", 3, low=0, high=10),
         ),
         access=_access(access),

@@ -35,11 +35,18 @@ class Runtime:
 def http_client(
     config: Config, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
-    """The shared client: every timeout from ``whatsmate.timeout_s``, a pool for fan-out."""
-    concurrency = config.whatsmate.max_concurrency
+    """The shared client: every timeout from ``whatsmate.timeout_s``, one pool for all calls.
+
+    ``max_connections`` caps what all commands together have in flight (so an incident
+    burst cannot overload WhatsMate); ``max_concurrency`` bounds each broadcast within it.
+    """
+    wa = config.whatsmate
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(config.whatsmate.timeout_s),
-        limits=httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency),
+        timeout=httpx.Timeout(wa.timeout_s),
+        limits=httpx.Limits(
+            max_connections=wa.max_connections,
+            max_keepalive_connections=min(wa.max_connections, max(20, wa.max_concurrency)),
+        ),
         transport=transport,
         follow_redirects=False,
     )

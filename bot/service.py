@@ -152,7 +152,6 @@ class Service:
         self._clock = clock
         self._observe = observe
         self._pending: dict[str, _Pending] = {}
-        self._fan_out = asyncio.Semaphore(config.whatsmate.max_concurrency)
         self._languages: tuple[float, dict[str, str]] | None = None
         self._languages_lock = asyncio.Lock()
         self._last_replies: dict[str, str] = {}
@@ -399,10 +398,15 @@ class Service:
         recipients: Sequence[Recipient],
         send: Callable[[Recipient], Awaitable[SendResult]],
     ) -> list[_SendLine]:
-        """One call per recipient, at most ``max_concurrency`` at a time, in order given."""
+        """One call per recipient, at most ``max_concurrency`` at a time, in order given.
+
+        The bound is per broadcast, so one large send never holds up another command;
+        the connection pool (``max_connections``) caps all calls together.
+        """
+        fan_out = asyncio.Semaphore(self.config.whatsmate.max_concurrency)
 
         async def one(recipient: Recipient) -> _SendLine:
-            async with self._fan_out:
+            async with fan_out:
                 return await _attempt(recipient, send(recipient))
 
         return list(await asyncio.gather(*(one(r) for r in recipients)))
