@@ -1,0 +1,1 @@
+"""Benchmarks: the real bot against loopback fakes, side by side with two baselines."""

@@ -1,0 +1,156 @@
+"""``make bench``: every measurement in a process of its own, then one table of ratios.
+
+Each (subject, scenario) pair runs as ``python -m benchmarks.measure SUBJECT SCENARIO``
+in a fresh process, one after the other, so runs never slow each other down. The
+baselines are measured in the same run as the bot, against the same loopback fakes;
+the table shows the bot's figures, the baselines' and the ratios the targets are set in
+(README, "Performance"). The last line is the whole result as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+SUBJECTS = ("bot", "concurrent", "baseline")
+# scenario -> (subjects measured, repetitions; the median of the repetitions is kept)
+PLAN: dict[str, tuple[tuple[str, ...], int]] = {
+    "burst0": (SUBJECTS, 3),
+    "burst200": (SUBJECTS, 1),
+    "broadcast": (("bot", "baseline"), 1),
+    "doc": (SUBJECTS, 1),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row: ``bot figure / baseline figure`` must be ``op`` ``limit`` (no op: shown only)."""
+
+    label: str
+    scenario: str
+    metric: str
+    against: str
+    op: str = ""  # ">=", "<=" or "" (no target from the issue: the figure is context)
+    limit: float = 0.0
+
+    def check(self, ratio: float) -> bool | None:
+        if not self.op:
+            return None
+        return ratio >= self.limit if self.op == ">=" else ratio <= self.limit
+
+
+TARGETS = (
+    Target("commands/s, latency 0", "burst0", "cmds_per_s", "concurrent", ">=", 1.0),
+    Target("commands/s, latency 0.2 s", "burst200", "cmds_per_s", "concurrent", ">=", 1.0),
+    Target("commands/s, latency 0.2 s", "burst200", "cmds_per_s", "baseline", ">=", 20.0),
+    Target("p50 ms, latency 0", "burst0", "p50_ms", "concurrent"),
+    Target("p99 ms, latency 0", "burst0", "p99_ms", "concurrent", "<=", 1.0),
+    Target("p50 ms, latency 0.2 s", "burst200", "p50_ms", "concurrent"),
+    Target("p99 ms, latency 0.2 s", "burst200", "p99_ms", "concurrent", "<=", 1.0),
+    Target("peak RSS MB (burst)", "burst0", "peak_rss_mb", "concurrent", "<=", 1.1),
+    Target("start to first poll ms", "burst0", "startup_ms", "concurrent", "<=", 1.5),
+    Target("200-number /wa at 0.1 s, s", "broadcast", "broadcast_s", "baseline"),
+    Target("15 MB /doc: RSS growth MB", "doc", "doc_rss_growth_mb", "concurrent"),
+    Target("CPU s, burst at latency 0", "burst0", "cpu_s", "concurrent"),
+    Target("CPU s, burst at latency 0.2 s", "burst200", "cpu_s", "concurrent"),
+)
+ABSOLUTE: dict[str, Callable[[dict[str, Any]], tuple[str, bool]]] = {
+    "broadcast under 3 s": lambda r: (
+        f"{r['broadcast']['bot']['broadcast_s']:.2f} s",
+        r["broadcast"]["bot"]["broadcast_s"] < 3.0,
+    ),
+    "15 MB /doc growth <= 1.5x file": lambda r: (
+        f"{r['doc']['bot']['doc_growth_x_file']:.2f}x",
+        r["doc"]["bot"]["doc_growth_x_file"] <= 1.5,
+    ),
+}
+
+
+def measure_once(subject: str, scenario: str) -> dict[str, Any]:
+    """One measurement in a fresh process; its last stdout line is a JSON object."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.measure", subject, scenario],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise SystemExit(f"benchmark {subject} {scenario} failed: {tail[0]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def run_all() -> dict[str, dict[str, dict[str, Any]]]:
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for scenario, (subjects, repeat) in PLAN.items():
+        for _ in range(repeat):  # interleave subjects so drift hits all of them alike
+            for subject in subjects:
+                started = time.perf_counter()
+                figures = measure_once(subject, scenario)
+                print(
+                    f"  {scenario:<9} {subject:<10} {time.perf_counter() - started:5.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                results.setdefault(scenario, {}).setdefault(subject, {}).setdefault("runs", [])
+                results[scenario][subject]["runs"].append(figures)
+    return {
+        scenario: {subject: median_of(data["runs"]) for subject, data in by_subject.items()}
+        for scenario, by_subject in results.items()
+    }
+
+
+def table(results: dict[str, dict[str, dict[str, Any]]]) -> tuple[list[str], bool]:
+    rows = [
+        "| figure | bot | concurrent baseline | default baseline | ratio | target | ok |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    all_ok = True
+    for target in TARGETS:
+        figures = results[target.scenario]
+        bot = figures["bot"][target.metric]
+        ratio = bot / figures[target.against][target.metric]
+        ok = target.check(ratio)
+        all_ok &= ok is not False
+        shown = [
+            f"{figures[s][target.metric]:.1f}" if s in figures else "—"
+            for s in ("bot", "concurrent", "baseline")
+        ]
+        rows.append(
+            f"| {target.label} | {' | '.join(shown)} | {ratio:.2f}× {target.against} "
+            f"| {f'{target.op} {target.limit:g}×' if target.op else ''} "
+            f"| {'' if ok is None else 'yes' if ok else 'NO'} |"
+        )
+    for label, check in ABSOLUTE.items():
+        value, ok = check(results)
+        all_ok &= ok
+        rows.append(f"| {label} | {value} | | | | | {'yes' if ok else 'NO'} |")
+    return rows, all_ok
+
+
+def main() -> int:
+    began = time.perf_counter()
+    print("measuring (each run in its own process)…", file=sys.stderr, flush=True)
+    results = run_all()
+    rows, all_ok = table(results)
+    print("\n".join(rows))
+    print(f"\n{'all targets met' if all_ok else 'some targets missed'}", end="")
+    print(f" in {time.perf_counter() - began:.0f} s on this machine")
+    print(json.dumps(results, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
