@@ -51,26 +51,19 @@ async def test_wa_group_expands_to_members(bot: BotUnderTest) -> None:
     assert "4411112222: queued" in text
 
 
-async def test_wa_instance_one(make_bot: BotUnderTest) -> None:
-    bot = await make_bot.start(whatsmate={"whatsapp_instance": 1})
-    assert await bot.reply_text("/wa 4412345678 hi") == "WhatsApp (instance 1)\n4412345678: queued"
-    assert_call(
-        bot.whatsmate.requests[0],
-        "POST",
-        "/v1/whatsapp/single/message/1",
-        {"number": "4412345678", "message": "hi"},
-    )
-
-
-async def test_wa_deprecated_queue_endpoint(make_bot: BotUnderTest) -> None:
-    bot = await make_bot.start(whatsmate={"whatsapp_endpoint": "queue"})
-    assert await bot.reply_text("/wa alice hi") == "WhatsApp (queue)\nalice: queued"
-    assert_call(
-        bot.whatsmate.requests[0],
-        "POST",
-        "/v1/whatsapp/queue/message",
-        {"number": "4412345678", "message": "hi"},
-    )
+@pytest.mark.parametrize(
+    ("setting", "title", "path"),
+    [
+        ({"whatsapp_instance": 1}, "WhatsApp (instance 1)", "/v1/whatsapp/single/message/1"),
+        ({"whatsapp_endpoint": "queue"}, "WhatsApp (queue)", "/v1/whatsapp/queue/message"),
+    ],
+)
+async def test_wa_instance_one_and_deprecated_queue_endpoint(
+    make_bot: BotUnderTest, setting: dict[str, object], title: str, path: str
+) -> None:
+    bot = await make_bot.start(whatsmate=setting)
+    assert await bot.reply_text("/wa alice hi") == f"{title}\nalice: queued"
+    assert_call(bot.whatsmate.requests[0], "POST", path, {"number": "4412345678", "message": "hi"})
 
 
 async def test_tg_single_and_batch(bot: BotUnderTest) -> None:
