@@ -70,6 +70,7 @@ def test_repr_hides_secrets() -> None:
         (minimal(whatsmate={"timeout_s": -1}), ENV, "whatsmate.timeout_s"),
         (minimal(whatsmate={"whatsapp_instance": 2}), ENV, "whatsmate.whatsapp_instance"),
         (minimal(whatsmate={"whatsapp_endpoint": "bulk"}), ENV, "whatsmate.whatsapp_endpoint"),
+        (minimal(whatsmate={"max_connections": 0}), ENV, "whatsmate.max_connections"),
         (minimal(whatsmate={"base_url": "api.whatsmate.net"}), ENV, "whatsmate.base_url"),
         ({"access": {"admins": ["root"]}}, ENV, "access.admins[0]"),
         ({"access": {"admins": 5}}, ENV, "access.admins"),
