@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS audit (
     command TEXT NOT NULL,
     recipients TEXT NOT NULL,
     outcome TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    job_ids TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_user ON audit (user_id, id);
 CREATE TABLE IF NOT EXISTS schedules (
@@ -70,6 +71,7 @@ class AuditEntry:
     outcome: Outcome
     detail: str
     at: float = 0.0
+    job_ids: tuple[str, ...] = ()  # WhatsMate's ids of the jobs a v3 send or /pdf created
 
 
 class Database:
@@ -86,6 +88,9 @@ class Database:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.executescript(_SCHEMA)
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(audit)")}
+        if "job_ids" not in columns:  # a file from before job ids were kept
+            connection.execute("ALTER TABLE audit ADD COLUMN job_ids TEXT NOT NULL DEFAULT ''")
         self._connection = connection
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -144,7 +149,10 @@ class AuditLog:
         await self.flush()
 
         def query(connection: sqlite3.Connection) -> list[AuditEntry]:
-            sql = "SELECT at, chat_id, user_id, command, recipients, outcome, detail FROM audit"
+            sql = (
+                "SELECT at, chat_id, user_id, command, recipients, outcome, detail, job_ids"
+                " FROM audit"
+            )
             args: tuple[int, ...] = (count,)
             if user_id is not None:
                 sql += " WHERE user_id = ?"
@@ -159,6 +167,7 @@ class AuditLog:
                     outcome=Outcome(row[5]),
                     detail=row[6],
                     at=row[0],
+                    job_ids=tuple(filter(None, row[7].split(","))),
                 )
                 for row in rows
             ]
@@ -170,8 +179,8 @@ def _insert(connection: sqlite3.Connection, *, batch: list[AuditEntry]) -> None:
     with connection:
         connection.execute("BEGIN")
         connection.executemany(
-            "INSERT INTO audit (at, chat_id, user_id, command, recipients, outcome, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (at, chat_id, user_id, command, recipients, outcome, detail,"
+            " job_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     e.at,
@@ -181,6 +190,7 @@ def _insert(connection: sqlite3.Connection, *, batch: list[AuditEntry]) -> None:
                     ",".join(e.recipients),
                     e.outcome.value,
                     e.detail,
+                    ",".join(e.job_ids),
                 )
                 for e in batch
             ],

@@ -28,8 +28,11 @@ class Channel(Enum):
 
 
 class MediaKind(Enum):
+    """What a file sent with (or replied to by) a command is, as Telegram reports it."""
+
     PHOTO = "photo"
     AUDIO = "audio"
+    VOICE = "voice note"
     DOCUMENT = "document"
 
 
@@ -49,9 +52,12 @@ class SendLocation:
 
 @dataclass(frozen=True)
 class SendMedia:
+    """``/photo``, ``/audio``, ``/doc`` (Telegram), or ``/wa`` with a file (WhatsApp, v3)."""
+
     kind: MediaKind
     to: str
     caption: str | None = None
+    channel: Channel = Channel.TELEGRAM
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,11 @@ class Translate:
     source: str
     target: str
     text: str
+
+
+@dataclass(frozen=True)
+class PdfToText:
+    url: str
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,7 @@ Command = (
     | SendLocation
     | SendMedia
     | Translate
+    | PdfToText
     | ListLanguages
     | Status
     | History
@@ -122,10 +134,15 @@ HISTORY_MAX = 50
 
 @dataclass(frozen=True)
 class Args:
-    """What follows the command word: ``rest`` verbatim, ``reply_text`` of a replied-to message."""
+    """What follows the command word, and what the message came with.
+
+    ``rest`` is verbatim; ``reply_text`` is the text of a replied-to message; ``attached``
+    the kind of file sent with the command or replied to (the parser never sees the file).
+    """
 
     rest: str
     reply_text: str | None
+    attached: MediaKind | None = None
 
 
 @dataclass(frozen=True)
@@ -159,8 +176,13 @@ def _split(rest: str, count: int) -> list[str]:
 
 
 def _send_text(channel: Channel) -> Callable[[Args, str], Command]:
+    """``/wa`` and ``/tg``: the message, else the replied-to text; ``/wa`` with a file: media."""
+
     def parse(args: Args, name: str) -> Command:
         to, message = _to_and_rest(args)
+        if to and channel is Channel.WHATSAPP and args.attached is not None:
+            return SendMedia(args.attached, to, message or None, Channel.WHATSAPP)
+        message = message or (args.reply_text or "").strip()
         if not to or not message:
             raise SPECS[name].fail()
         return SendText(channel, to, message)
@@ -172,6 +194,13 @@ def _to_and_rest(args: Args) -> tuple[str, str]:
     """``<to>`` and everything after it (empty strings when missing)."""
     parts = _split(args.rest, 1)
     return (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+
+
+def _pdf(args: Args, name: str) -> Command:
+    url = args.rest.strip()
+    if not re.fullmatch(r"https?://[^\s/]+\S*", url):
+        raise SPECS[name].fail("Give the http(s) address of a PDF.")
+    return PdfToText(url)
 
 
 def _coordinate(text: str, limit: float, what: str, spec: CommandSpec) -> float:
@@ -198,7 +227,7 @@ def _location(args: Args, name: str) -> Command:
 def _media(kind: MediaKind) -> Callable[[Args, str], Command]:
     def parse(args: Args, name: str) -> Command:
         to, caption = _to_and_rest(args)
-        if not to or (caption and kind is not MediaKind.PHOTO):
+        if not to:
             raise SPECS[name].fail()
         return SendMedia(kind, to, caption or None)
 
@@ -282,14 +311,14 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec(
         "audio",
-        "<to>",
+        "<to> [caption]",
         "send the attached or replied-to audio or voice note",
         Access.MEMBER,
         _media(MediaKind.AUDIO),
     ),
     CommandSpec(
         "doc",
-        "<to>",
+        "<to> [caption]",
         "send the attached or replied-to document",
         Access.MEMBER,
         _media(MediaKind.DOCUMENT),
@@ -301,6 +330,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         Access.MEMBER,
         _translate,
     ),
+    CommandSpec("pdf", "<url>", "the text of a PDF on the web", Access.MEMBER, _pdf),
     CommandSpec("langs", "[filter]", "list language codes", Access.MEMBER, _langs),
     CommandSpec(
         "status", "", "WhatsApp and Telegram gateway status", Access.MEMBER, _no_args(Status())
@@ -346,7 +376,7 @@ def is_for_other_bot(text: str, bot_username: str | None) -> bool:
     return bool(match and match[2] and bot_username and match[2].lower() != bot_username.lower())
 
 
-def parse(text: str, reply_text: str | None = None) -> Parsed:
+def parse(text: str, reply_text: str | None = None, attached: MediaKind | None = None) -> Parsed:
     """Parse one chat message. Raises UsageError (or UnknownCommand) on malformed input."""
     stripped = text.lstrip()
     if not stripped.startswith("/"):
@@ -358,7 +388,8 @@ def parse(text: str, reply_text: str | None = None) -> Parsed:
     spec = SPECS.get(match[1].lower())
     if spec is None:
         raise UnknownCommand(f"/{match[1][:40]}")
-    return Parsed(spec, spec.parse(Args(stripped[match.end() :], reply_text), spec.name))
+    args = Args(stripped[match.end() :], reply_text, attached)
+    return Parsed(spec, spec.parse(args, spec.name))
 
 
 def help_lines(access: Access) -> list[str]:

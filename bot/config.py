@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from bot.commands import Channel
 from bot.errors import ConfigError, RecipientError
-from bot.recipients import AddressBook, clean_number, looks_like_number
+from bot.recipients import AddressBook, GatewayGroup, clean_written_number, looks_like_number
 
 T = TypeVar("T")
 
@@ -55,6 +56,7 @@ class WhatsMateConfig:
     whatsapp_instance: int = 0
     telegram_instance: int = 0
     whatsapp_endpoint: str = "single"
+    api_version: int = 1
     max_concurrency: int = 20
     max_connections: int = 100
     retries: int = 3
@@ -135,6 +137,7 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
     audit = root.section("audit")
     log = root.section("log")
     metrics = root.section("metrics")
+    api_version = whatsmate.choice("api_version", 1, (1, 3))
     config = Config(
         telegram=TelegramConfig(
             token=telegram.secret("token"),
@@ -156,15 +159,13 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
             client_id=whatsmate.secret("client_id"),
             client_secret=whatsmate.secret("client_secret"),
             timeout_s=whatsmate.number("timeout_s", WhatsMateConfig.timeout_s),
-            whatsapp_instance=whatsmate.choice("whatsapp_instance", 0, (0, 1)),
-            telegram_instance=whatsmate.integer("telegram_instance", 0, low=0, high=99),
-            whatsapp_endpoint=whatsmate.choice("whatsapp_endpoint", "single", ("single", "queue")),
+            **_instances(whatsmate, api_version),
             max_concurrency=whatsmate.integer("max_concurrency", 20, low=1, high=500),
             max_connections=whatsmate.integer("max_connections", 100, low=1, high=1000),
             retries=whatsmate.integer("retries", 3, low=0, high=10),
         ),
         access=_access(access),
-        address_book=_address_book(root),
+        address_book=_address_book(root, api_version),
         audit_path=Path(audit.string("path", "whatsmate-bot.sqlite3")),
         confirm_over=root.integer("confirm_over", 5, low=0, high=100_000),
         dry_run=root.boolean("dry_run", False),
@@ -192,7 +193,47 @@ def _access(section: _Section) -> AccessConfig:
     )
 
 
-def _address_book(root: _Section) -> AddressBook:
+def _instances(whatsmate: _Section, version: int) -> dict[str, Any]:
+    """Instance numbers and endpoint flavour: v1 has instances 0/1, v3 any positive one."""
+    if version == 1:
+        return {
+            "api_version": 1,
+            "whatsapp_instance": whatsmate.choice("whatsapp_instance", 0, (0, 1)),
+            "telegram_instance": whatsmate.integer("telegram_instance", 0, low=0, high=99),
+            "whatsapp_endpoint": whatsmate.choice(
+                "whatsapp_endpoint", "single", ("single", "queue")
+            ),
+        }
+    high = 2**31 - 1
+    return {
+        "api_version": 3,
+        "whatsapp_instance": whatsmate.integer("whatsapp_instance", 1, low=1, high=high),
+        "telegram_instance": whatsmate.integer("telegram_instance", 1, low=1, high=high),
+        "whatsapp_endpoint": whatsmate.choice("whatsapp_endpoint", "single", ("single",)),
+    }
+
+
+def _gateway_groups(root: _Section, key: str, api_version: int) -> dict[str, GatewayGroup]:
+    groups: dict[str, GatewayGroup] = {}
+    raw = root.mapping(key)
+    if raw and api_version != 3:
+        raise ConfigError(key, "gateway groups need whatsmate.api_version: 3")
+    for alias, value in raw.items():
+        entry = _Section(f"{key}.{alias}", _mapping(f"{key}.{alias}", value), root.env)
+        if not isinstance(alias, str) or looks_like_number(alias) or "," in alias:
+            raise ConfigError(entry.path, "an alias is one word that does not look like a number")
+        name = entry.string("name", "")
+        if not name or len(name) > 150:
+            raise ConfigError(f"{entry.path}.name", "expected the group's name, 1-150 characters")
+        admin = clean_written_number(entry.string("admin", ""))
+        if admin is None:
+            raise ConfigError(f"{entry.path}.admin", "the group creator's number (5-15 digits)")
+        entry.reject_unknown()
+        groups[alias.casefold()] = GatewayGroup(name, admin)
+    return groups
+
+
+def _address_book(root: _Section, api_version: int) -> AddressBook:
     contacts: dict[str, str] = {}
     for alias, value in root.mapping("contacts").items():
         key = f"contacts.{alias}"
@@ -200,7 +241,7 @@ def _address_book(root: _Section) -> AddressBook:
             raise ConfigError(key, "an alias is one word without commas")
         if looks_like_number(alias):
             raise ConfigError(key, "an alias must not look like a number")
-        number = clean_number(str(root.interpolate(key, value)))
+        number = clean_written_number(str(root.interpolate(key, value)))
         if number is None:
             raise ConfigError(key, "not a phone number (5-15 digits)")
         contacts[alias.casefold()] = number
@@ -214,7 +255,17 @@ def _address_book(root: _Section) -> AddressBook:
         if not isinstance(members, list) or not members:
             raise ConfigError(key, "expected a non-empty list of aliases or numbers")
         groups[name.casefold()] = tuple(str(m) for m in members)
-    book = AddressBook(contacts, groups)
+    gateway_groups = {
+        Channel.WHATSAPP: _gateway_groups(root, "whatsapp_groups", api_version),
+        Channel.TELEGRAM: _gateway_groups(root, "telegram_groups", api_version),
+    }
+    for channel_groups, key in zip(
+        gateway_groups.values(), ("whatsapp_groups", "telegram_groups"), strict=True
+    ):
+        for alias in channel_groups:
+            if alias in contacts or alias in groups:
+                raise ConfigError(f"{key}.{alias}", "already the name of a contact or group")
+    book = AddressBook(contacts, groups, gateway_groups)
     for name in groups:
         try:
             book.resolve(name)

@@ -8,6 +8,9 @@ Callers catch by meaning, never by message text::
     │   └── UnknownCommand        /something the bot does not know
     ├── RecipientError            a <to> word names no number, contact or group
     ├── AttachmentError           the file of a media command could not be fetched
+    ├── LimitExceeded             a send breaks a documented WhatsMate limit (length,
+    │                             size, a field the endpoint lacks): refused before
+    │                             any call, the reply starts "Not sent:"
     └── GatewayError              a WhatsMate call failed; .endpoint names it
         ├── NotSent               the request surely never left (connection refused,
         │                         DNS, pool exhausted): safe to retry, nothing was sent
@@ -66,6 +69,10 @@ class RecipientError(BotError):
 
 class AttachmentError(BotError):
     """The photo, audio or document of a media command could not be downloaded."""
+
+
+class LimitExceeded(BotError):
+    """The send breaks one of WhatsMate's documented limits; nothing was called."""
 
 
 class GatewayError(BotError):

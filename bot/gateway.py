@@ -1,15 +1,19 @@
-"""The WhatsMate REST client: one async method per endpoint of the v1 API reference.
+"""The WhatsMate REST client: every endpoint of API v1 and v3 described as data.
 
 Why it is shaped this way:
 
-* Every endpoint is first described as a ``Call`` value (method, path, JSON payload,
-  optional media file). Dry-run mode shows exactly that value instead of sending it.
+* The send endpoints are one table per API version (``API_V1``, ``API_V3``): for each
+  (channel, single/batch/group, content) the path and its JSON fields, plus the
+  version's documented limits. ``WhatsMate.send`` builds a ``Call`` from the table; a
+  third API version is one more table, not more branches. Dry-run mode shows the
+  ``Call`` instead of sending it.
 * The ``httpx.AsyncClient`` is injected (one shared pool; tests and the demo inject a
   transport), so this module never creates connections of its own.
 * Faults map onto the tree in ``bot.errors`` by what they mean for a *send*:
-  a request that surely never left (``NotSent``) is retried with backoff; a POST that
-  may have reached WhatsMate (``OutcomeUnknown``) is never retried; reads (GET) are
-  retried on any transport fault or 5xx. Retrying is tenacity's job, not a loop here.
+  a request that surely never left (``NotSent``) is retried with backoff; a request
+  that may have reached WhatsMate and costs something (a send, a PDF job) is never
+  retried (``OutcomeUnknown``); reads are retried on any transport fault or 5xx.
+  Retrying is tenacity's job, not a loop here.
 * Media is never held in memory whole: the JSON body is streamed from the file on disk,
   base64-encoded chunk by chunk, with an exact ``Content-Length``.
 """
@@ -20,15 +24,18 @@ import base64
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+import unicodedata
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from enum import Enum
+from pathlib import Path, PurePath
 from typing import Any
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential
 
+from bot.commands import Channel
 from bot.errors import (
     AuthError,
     BadResponse,
@@ -36,16 +43,170 @@ from bot.errors import (
     GatewayError,
     GatewayHTTPError,
     GatewayTimeout,
+    LimitExceeded,
     NotSent,
     OutcomeUnknown,
     QuotaError,
     SendRejected,
     ServerError,
 )
+from bot.recipients import Recipient
 
 QUOTA_STATUSES = frozenset({402, 429, 444, 469})
 AUTH_STATUSES = frozenset({401, 403})
+TRANSLATION_MAX = 3500  # characters per translation, both API versions
 _CHUNK = 3 * 64 * 1024  # a multiple of 3, so chunks base64-encode without padding
+MEDIA_FIELDS = frozenset({"image", "document", "audio", "voice_note"})
+
+
+class Content(Enum):
+    """What a send carries; picks the endpoint together with channel and target."""
+
+    TEXT = "text"
+    URL = "link"
+    IMAGE = "image"
+    DOCUMENT = "document"
+    AUDIO = "audio"
+    VOICE = "voice note"
+    LOCATION = "location"
+
+
+class Target(Enum):
+    SINGLE = "single"  # one number
+    BATCH = "batch"  # several numbers in one call (v1 Telegram only)
+    GROUP = "group"  # a WhatsApp or Telegram group the gateway takes part in (v3)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One send endpoint: ``path`` (``{i}`` is the instance) and its JSON fields in order.
+
+    A field ending in ``?`` is optional (left out when there is no value).
+    """
+
+    path: str
+    fields: tuple[str, ...]
+
+    @property
+    def media_field(self) -> str | None:
+        return next((f for f in self.fields if f in MEDIA_FIELDS), None)
+
+    def takes(self, name: str) -> bool:
+        return name in self.fields or f"{name}?" in self.fields
+
+
+RouteKey = tuple[Channel, Target, Content]
+WA, TG = Channel.WHATSAPP, Channel.TELEGRAM
+SINGLE, BATCH, GROUP = Target.SINGLE, Target.BATCH, Target.GROUP
+
+
+@dataclass(frozen=True)
+class Api:
+    """One WhatsMate API version: its send endpoints and its documented limits."""
+
+    version: int
+    routes: Mapping[RouteKey, Route]
+    text_limits: Mapping[str, int] = field(default_factory=dict)  # field -> characters
+    media_limits: Mapping[str, int] = field(default_factory=dict)  # field -> base64 bytes
+    filename_max: int | None = None  # set: names are cleaned to WhatsMate's alphabet
+    status_404_not_offered: bool = False  # a 404 status endpoint reads "not offered"
+
+    def route(self, channel: Channel, target: Target, content: Content) -> Route | None:
+        return self.routes.get((channel, target, content))
+
+
+def _v1_telegram() -> dict[RouteKey, Route]:
+    routes: dict[RouteKey, Route] = {}
+    kinds = {
+        Content.TEXT: ("message", ("message",)),
+        Content.LOCATION: ("location", ("latitude", "longitude")),
+        Content.IMAGE: ("photo/binary", ("image", "caption?")),
+        Content.AUDIO: ("audio/binary", ("audio", "filename")),
+        Content.VOICE: ("audio/binary", ("audio", "filename")),
+        Content.DOCUMENT: ("document/binary", ("document", "filename")),
+    }
+    for content, (tail, fields) in kinds.items():
+        routes[TG, SINGLE, content] = Route(
+            f"/v1/telegram/single/{tail}/{{i}}", ("number", *fields)
+        )
+        routes[TG, BATCH, content] = Route(f"/v1/telegram/batch/{tail}/{{i}}", ("numbers", *fields))
+    return routes
+
+
+def _v3() -> dict[RouteKey, Route]:
+    routes: dict[RouteKey, Route] = {}
+    kinds: dict[tuple[Channel, Content], tuple[str, tuple[str, ...], bool]] = {
+        # (channel, content): (path segment, content fields, group calls name the admin)
+        (WA, Content.TEXT): ("text", ("message",), True),
+        (WA, Content.URL): ("url", ("url",), True),
+        (WA, Content.IMAGE): ("image", ("image", "caption?"), False),
+        (WA, Content.DOCUMENT): ("document", ("document", "filename", "caption?"), False),
+        (WA, Content.AUDIO): ("document", ("document", "filename", "caption?"), False),
+        (WA, Content.VOICE): ("document", ("document", "filename", "caption?"), False),
+        (TG, Content.TEXT): ("text", ("message",), True),
+        (TG, Content.IMAGE): ("image", ("image", "caption?"), True),
+        (TG, Content.DOCUMENT): ("document", ("document", "filename", "caption?"), True),
+        (TG, Content.AUDIO): ("audio", ("audio", "filename", "caption?"), True),
+        (TG, Content.VOICE): ("voice_note", ("voice_note", "filename", "caption?"), True),
+    }
+    for (channel, content), (segment, fields, admin) in kinds.items():
+        base = f"/v3/{'whatsapp' if channel is WA else 'telegram'}"
+        routes[channel, SINGLE, content] = Route(
+            f"{base}/single/{segment}/message/{{i}}", ("number", *fields)
+        )
+        group = ("group_name", "group_admin") if admin else ("group_name",)
+        routes[channel, GROUP, content] = Route(
+            f"{base}/group/{segment}/message/{{i}}", (*group, *fields)
+        )
+    return routes
+
+
+API_V1 = Api(
+    1,
+    {
+        (WA, SINGLE, Content.TEXT): Route("/v1/whatsapp/single/message/{i}", ("number", "message")),
+        **_v1_telegram(),
+    },
+)
+WHATSAPP_QUEUE = Route("/v1/whatsapp/queue/message", ("number", "message"))  # v1, deprecated
+MB = 1_000_000
+API_V3 = Api(
+    3,
+    _v3(),
+    text_limits={"message": 900, "url": 900, "caption": 250, "group_name": 150},
+    media_limits={"image": 6 * MB, "document": 9 * MB, "audio": 3 * MB, "voice_note": 3 * MB},
+    filename_max=80,
+    status_404_not_offered=True,
+)
+APIS = {api.version: api for api in (API_V1, API_V3)}
+FIELD_NAMES = {
+    "message": "message",
+    "url": "link",
+    "caption": "caption",
+    "group_name": "group name",
+    "image": "image",
+    "document": "document",
+    "audio": "audio file",
+    "voice_note": "voice note",
+}
+
+
+def base64_size(size: int) -> int:
+    """Bytes of the base64 text of ``size`` bytes of file."""
+    return 4 * ((size + 2) // 3)
+
+
+def clean_filename(name: str, limit: int) -> str:
+    """``Läuft Bericht (v2).pdf`` -> ``Lauft Bericht _v2_.pdf``: WhatsMate's file-name rule.
+
+    ASCII letters and digits, spaces, ``-``, ``_`` and ``.`` only, at most ``limit``
+    characters, the extension kept.
+    """
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    cleaned = re.sub(r"[^A-Za-z0-9 ._-]", "_", ascii_name).strip(" .") or "file"
+    suffix = PurePath(cleaned).suffix if len(PurePath(cleaned).suffix) <= 10 else ""
+    stem = cleaned[: len(cleaned) - len(suffix)] if suffix else cleaned
+    return stem[: limit - len(suffix)].rstrip(" ") + suffix
 
 
 @dataclass(frozen=True)
@@ -61,6 +222,18 @@ class MediaFile:
 
 
 @dataclass(frozen=True)
+class Outgoing:
+    """What one send carries, whoever it goes to."""
+
+    content: Content
+    text: str = ""  # the message, or the URL
+    caption: str | None = None
+    media: MediaFile | None = None
+    latitude: float = 0.0
+    longitude: float = 0.0
+
+
+@dataclass(frozen=True)
 class Call:
     """One request to WhatsMate, before it is sent."""
 
@@ -69,6 +242,8 @@ class Call:
     payload: dict[str, Any] = field(default_factory=dict)
     media_field: str | None = None
     media: MediaFile | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    template: str = ""  # the path with placeholders, for metric labels
 
     @property
     def endpoint(self) -> str:
@@ -79,7 +254,9 @@ class Call:
         shown = dict(self.payload)
         if self.media_field and self.media:
             shown[self.media_field] = f"<base64 of {self.media.filename}, {self.media.size} bytes>"
-        return f"{self.endpoint} {json.dumps(shown, ensure_ascii=False)}"
+        query = f"?{httpx.QueryParams(self.params)}" if self.params else ""
+        body = f" {json.dumps(shown, ensure_ascii=False)}" if shown else ""
+        return f"{self.endpoint}{query}{body}"
 
 
 @dataclass(frozen=True)
@@ -91,12 +268,21 @@ class GatewayStatus:
     def up(self) -> bool:
         return self.status == "up"
 
+    @property
+    def ok(self) -> bool:
+        """Up, or a status endpoint this API version does not offer (neither up nor down)."""
+        return self.status in ("up", NOT_OFFERED)
+
+
+NOT_OFFERED = "not offered"
+
 
 @dataclass(frozen=True)
 class SendResult:
     """What WhatsMate said about an accepted send (``queued``, or its status text)."""
 
     status: str
+    job_id: str | None = None  # v3 sends and PDF jobs: the id WhatsMate gave the job
     preview: str | None = None  # set in dry-run mode: the call that was not sent
 
 
@@ -109,7 +295,7 @@ def _no_observer(endpoint: str, seconds: float, outcome: str) -> None:
 
 
 class WhatsMate:
-    """Client for https://api.whatsmate.net — see whatsmate-api-reference.md."""
+    """Client for https://api.whatsmate.net — whatsmate-api-reference.md and SPEC.md (v3)."""
 
     def __init__(
         self,
@@ -118,6 +304,9 @@ class WhatsMate:
         base_url: str,
         client_id: str,
         client_secret: str,
+        api_version: int = 1,
+        instances: Mapping[Channel, int] | None = None,
+        whatsapp_queue: bool = False,
         retries: int = 3,
         backoff: wait_base | None = None,
         dry_run: bool = False,
@@ -132,127 +321,135 @@ class WhatsMate:
             "Content-Type": "application/json",
             "Accept": "application/json, text/plain, */*",
         }
+        self.api = APIS[api_version]
+        self._instances = dict(instances or {WA: 0, TG: 0})
+        self._queue = whatsapp_queue
         self._attempts = retries + 1
         self._backoff = backoff or wait_exponential(multiplier=0.25, max=2)
         self._dry_run = dry_run
         self._observe = observer
 
-    # -- WhatsApp gateway ---------------------------------------------------------
+    # -- sends ----------------------------------------------------------------------
+
+    def route(self, channel: Channel, target: Target, content: Content) -> Route | None:
+        """The endpoint for this send, or None when this API version has none."""
+        if self._queue and (channel, target, content) == (WA, SINGLE, Content.TEXT):
+            return WHATSAPP_QUEUE
+        return self.api.route(channel, target, content)
+
+    def instance(self, channel: Channel) -> int:
+        return self._instances[channel]
+
+    def check(self, route: Route, outgoing: Outgoing, recipient: Recipient | None) -> None:
+        """Raise ``LimitExceeded`` for anything the endpoint would refuse; no call is made."""
+        values = {"caption": outgoing.caption, "group_name": recipient and recipient.group}
+        if route.takes("message") or route.takes("url"):
+            values["url" if route.takes("url") else "message"] = outgoing.text
+        for name, value in values.items():
+            if not value:
+                continue
+            if not route.takes(name):
+                raise LimitExceeded(f"this endpoint takes no {FIELD_NAMES[name]}")
+            limit = self.api.text_limits.get(name)
+            if limit is not None and len(value) > limit:
+                raise LimitExceeded(
+                    f"the {FIELD_NAMES[name]} is {len(value)} characters; "
+                    f"WhatsMate takes at most {limit}"
+                )
+        media = route.media_field
+        if media and outgoing.media is not None:
+            check_media_size(media, outgoing.media.size, self.api.media_limits.get(media))
+
+    async def send(
+        self, route: Route, outgoing: Outgoing, recipients: Sequence[Recipient]
+    ) -> SendResult:
+        """POST ``outgoing`` to ``recipients`` (one, or several on a batch route) once."""
+        self.check(route, outgoing, recipients[0])
+        return await self._send(self._call(route, outgoing, recipients))
+
+    def _call(self, route: Route, outgoing: Outgoing, recipients: Sequence[Recipient]) -> Call:
+        first = recipients[0]
+        values: dict[str, Any] = {
+            "number": first.number,
+            "numbers": [r.number for r in recipients],
+            "group_name": first.group,
+            "group_admin": first.number,
+            "message": outgoing.text,
+            "url": outgoing.text,
+            "caption": outgoing.caption,
+            "filename": outgoing.media.filename if outgoing.media else None,
+            "latitude": outgoing.latitude,
+            "longitude": outgoing.longitude,
+        }
+        payload = {
+            name.rstrip("?"): values[name.rstrip("?")]
+            for name in route.fields
+            if name not in MEDIA_FIELDS and (values[name.rstrip("?")] or not name.endswith("?"))
+        }
+        channel = WA if "/whatsapp/" in route.path else TG
+        path = route.path.replace("{i}", str(self._instances[channel]))
+        return Call("POST", path, payload, route.media_field, outgoing.media, template=route.path)
+
+    # -- status ---------------------------------------------------------------------
 
     async def gateway_status(self) -> GatewayStatus:
         """``GET /v1/gateway/status``: is the WhatsApp gateway up?"""
-        data = await self._read_json(Call("GET", "/v1/gateway/status"))
-        return GatewayStatus(_field(data, "status", "/v1/gateway/status"))
-
-    async def whatsapp_queue_message(self, number: str, message: str) -> SendResult:
-        """``POST /v1/whatsapp/queue/message`` (deprecated by WhatsMate, still supported)."""
-        return await self._send(
-            Call("POST", "/v1/whatsapp/queue/message", {"number": number, "message": message})
-        )
-
-    async def whatsapp_message(self, instance: int, number: str, message: str) -> SendResult:
-        """``POST /v1/whatsapp/single/message/{instance}`` with instance 0 or 1."""
-        path = f"/v1/whatsapp/single/message/{instance}"
-        return await self._send(Call("POST", path, {"number": number, "message": message}))
-
-    # -- Telegram gateway ---------------------------------------------------------
+        return await self._status(Call("GET", "/v1/gateway/status"), None)
 
     async def telegram_status(self, instance: int) -> GatewayStatus:
-        """``GET /v1/telegram/status/{instance}``."""
+        """``GET /v1/telegram/status/{instance}`` (v3 documents none: the v1 one is asked)."""
         path = f"/v1/telegram/status/{instance}"
-        data = await self._read_json(Call("GET", path))
+        return await self._status(Call("GET", path, template="/v1/telegram/status/{i}"), instance)
+
+    async def _status(self, call: Call, instance: int | None) -> GatewayStatus:
+        try:
+            data = await self._read_json(call)
+        except GatewayHTTPError as exc:
+            if exc.status == 404 and self.api.status_404_not_offered:
+                return GatewayStatus(NOT_OFFERED, instance)
+            raise
         reported = data.get("instance") if isinstance(data, dict) else None
         return GatewayStatus(
-            _field(data, "status", path), reported if isinstance(reported, int) else instance
+            _field(data, "status", call.path), reported if isinstance(reported, int) else instance
         )
 
-    async def telegram_message(self, instance: int, number: str, message: str) -> SendResult:
-        """``POST /v1/telegram/single/message/{instance}``."""
-        return await self._telegram(
-            f"/v1/telegram/single/message/{instance}", {"number": number, "message": message}
+    # -- PDF to text ------------------------------------------------------------------
+
+    async def pdf_submit(self, url: str) -> SendResult:
+        """``GET /v1/pdf/job/submit?url=...``: costs quota, so never retried once it may
+        have arrived. The result carries the job id."""
+        call = Call("GET", "/v1/pdf/job/submit", params={"url": url})
+        if self._dry_run:
+            return SendResult("not sent (dry run)", preview=call.describe())
+        data = _json(await self._request(call, idempotent=False), call.endpoint)
+        job = data.get("id", data.get("job_id")) if isinstance(data, dict) else data
+        if not isinstance(job, str | int) or isinstance(job, bool) or not str(job).strip():
+            raise BadResponse(call.endpoint, f"expected a job id, got {json.dumps(data)[:120]}")
+        status = data.get("status") if isinstance(data, dict) else None
+        return SendResult(str(status or "submitted"), job_id=str(job).strip())
+
+    async def pdf_check(self, job_id: str) -> str:
+        """``GET /v1/pdf/job/check/{id}``: ``Processing``, ``Completed``, ``Failed``..."""
+        call = Call("GET", f"/v1/pdf/job/check/{job_id}", template="/v1/pdf/job/check/{id}")
+        return _text_or_field(await self._request(call, idempotent=True), "status", call)
+
+    async def pdf_text(self, job_id: str) -> str:
+        """``GET /v1/pdf/job/retrieve_text/{id}``: the text of a completed job."""
+        call = Call(
+            "GET",
+            f"/v1/pdf/job/retrieve_text/{job_id}",
+            template="/v1/pdf/job/retrieve_text/{id}",
         )
+        return _text_or_field(await self._request(call, idempotent=True), "text", call)
 
-    async def telegram_batch_message(
-        self, instance: int, numbers: Sequence[str], message: str
-    ) -> SendResult:
-        """``POST /v1/telegram/batch/message/{instance}`` (premium)."""
-        return await self._telegram(
-            f"/v1/telegram/batch/message/{instance}", {"numbers": list(numbers), "message": message}
-        )
-
-    async def telegram_location(
-        self, instance: int, number: str, latitude: float, longitude: float
-    ) -> SendResult:
-        """``POST /v1/telegram/single/location/{instance}``."""
-        payload = {"number": number, "latitude": latitude, "longitude": longitude}
-        return await self._telegram(f"/v1/telegram/single/location/{instance}", payload)
-
-    async def telegram_batch_location(
-        self, instance: int, numbers: Sequence[str], latitude: float, longitude: float
-    ) -> SendResult:
-        """``POST /v1/telegram/batch/location/{instance}`` (premium)."""
-        payload = {"numbers": list(numbers), "latitude": latitude, "longitude": longitude}
-        return await self._telegram(f"/v1/telegram/batch/location/{instance}", payload)
-
-    async def telegram_photo(
-        self, instance: int, number: str, image: MediaFile, caption: str | None = None
-    ) -> SendResult:
-        """``POST /v1/telegram/single/photo/binary/{instance}`` (premium)."""
-        payload = {"number": number, **({"caption": caption} if caption else {})}
-        return await self._telegram(
-            f"/v1/telegram/single/photo/binary/{instance}", payload, "image", image
-        )
-
-    async def telegram_batch_photo(
-        self, instance: int, numbers: Sequence[str], image: MediaFile, caption: str | None = None
-    ) -> SendResult:
-        """``POST /v1/telegram/batch/photo/binary/{instance}`` (premium)."""
-        payload = {"numbers": list(numbers), **({"caption": caption} if caption else {})}
-        return await self._telegram(
-            f"/v1/telegram/batch/photo/binary/{instance}", payload, "image", image
-        )
-
-    async def telegram_audio(self, instance: int, number: str, audio: MediaFile) -> SendResult:
-        """``POST /v1/telegram/single/audio/binary/{instance}`` (premium)."""
-        payload = {"number": number, "filename": audio.filename}
-        return await self._telegram(
-            f"/v1/telegram/single/audio/binary/{instance}", payload, "audio", audio
-        )
-
-    async def telegram_batch_audio(
-        self, instance: int, numbers: Sequence[str], audio: MediaFile
-    ) -> SendResult:
-        """``POST /v1/telegram/batch/audio/binary/{instance}`` (premium)."""
-        payload = {"numbers": list(numbers), "filename": audio.filename}
-        return await self._telegram(
-            f"/v1/telegram/batch/audio/binary/{instance}", payload, "audio", audio
-        )
-
-    async def telegram_document(
-        self, instance: int, number: str, document: MediaFile
-    ) -> SendResult:
-        """``POST /v1/telegram/single/document/binary/{instance}`` (premium)."""
-        payload = {"number": number, "filename": document.filename}
-        return await self._telegram(
-            f"/v1/telegram/single/document/binary/{instance}", payload, "document", document
-        )
-
-    async def telegram_batch_document(
-        self, instance: int, numbers: Sequence[str], document: MediaFile
-    ) -> SendResult:
-        """``POST /v1/telegram/batch/document/binary/{instance}`` (premium)."""
-        payload = {"numbers": list(numbers), "filename": document.filename}
-        return await self._telegram(
-            f"/v1/telegram/batch/document/binary/{instance}", payload, "document", document
-        )
-
-    # -- Translation --------------------------------------------------------------
+    # -- Translation ------------------------------------------------------------------
 
     async def translate(self, source: str, target: str, text: str) -> str:
         """``POST /v1/translation/translate``; the answer is the translated text (not JSON).
 
         Translating changes nothing anywhere, so it is retried like a read.
         """
+        check_translation(text)
         call = Call(
             "POST",
             "/v1/translation/translate",
@@ -278,15 +475,6 @@ class WhatsMate:
 
     # -- plumbing -----------------------------------------------------------------
 
-    async def _telegram(
-        self,
-        path: str,
-        payload: dict[str, Any],
-        media_field: str | None = None,
-        media: MediaFile | None = None,
-    ) -> SendResult:
-        return await self._send(Call("POST", path, payload, media_field, media))
-
     async def _send(self, call: Call) -> SendResult:
         """A send: POSTed once; retried only while it surely never left."""
         if self._dry_run:
@@ -294,7 +482,11 @@ class WhatsMate:
         data = _json(await self._request(call, idempotent=False), call.endpoint)
         if isinstance(data, dict) and data.get("success") is False:
             raise SendRejected(call.endpoint, self._redact(str(data.get("status") or "no reason")))
-        return SendResult(self._redact(_field(data, "status", call.endpoint)))
+        job = data.get("id") if isinstance(data, dict) else None
+        return SendResult(
+            self._redact(_field(data, "status", call.endpoint)),
+            job_id=str(job) if isinstance(job, str | int) and str(job) else None,
+        )
 
     async def _read_json(self, call: Call) -> Any:
         return _json(await self._request(call, idempotent=True), call.endpoint)
@@ -319,7 +511,7 @@ class WhatsMate:
         outcome = "error"
         try:
             response = await self._client.request(
-                call.method, self._base_url + call.path, **self._body(call)
+                call.method, self._base_url + call.path, params=call.params, **self._body(call)
             )
             outcome = str(response.status_code)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -336,7 +528,7 @@ class WhatsMate:
                 raise ConnectionLost(call.endpoint, _transport_detail(exc)) from None
             raise OutcomeUnknown(call.endpoint, _transport_detail(exc)) from None
         finally:
-            self._observe(_template(call.path), time.perf_counter() - started, outcome)
+            self._observe(call.template or call.path, time.perf_counter() - started, outcome)
         if response.is_success:
             return response
         raise self._http_error(call, response, idempotent=idempotent)
@@ -347,8 +539,7 @@ class WhatsMate:
         if call.media is None or call.media_field is None:
             return {"headers": self._headers, "content": _dumps(call.payload)}
         prefix, suffix = _media_envelope(call.payload, call.media_field)
-        size = call.media.size
-        length = len(prefix) + 4 * ((size + 2) // 3) + len(suffix)
+        length = len(prefix) + base64_size(call.media.size) + len(suffix)
         headers = {**self._headers, "Content-Length": str(length)}
         return {"headers": headers, "content": _stream_base64(prefix, call.media.path, suffix)}
 
@@ -366,6 +557,42 @@ class WhatsMate:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "[redacted]") if self._secret else text
+
+
+def check_translation(text: str) -> None:
+    """Raise ``LimitExceeded`` for a text longer than WhatsMate translates at once."""
+    if len(text) > TRANSLATION_MAX:
+        raise LimitExceeded(
+            f"the text is {len(text)} characters; WhatsMate translates at most "
+            f"{TRANSLATION_MAX} at once"
+        )
+
+
+def check_media_size(media_field: str, size: int, limit: int | None) -> None:
+    """Raise ``LimitExceeded`` when ``size`` bytes of file exceed ``limit`` once encoded."""
+    if limit is not None and base64_size(size) > limit:
+        raise LimitExceeded(
+            f"the {FIELD_NAMES[media_field]} is {_megabytes(base64_size(size))} once "
+            f"base64-encoded; WhatsMate takes at most {_megabytes(limit)} "
+            f"(about {_megabytes(limit * 3 // 4)} of file)"
+        )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / MB:.1f} MB" if size < 100 * MB else f"{size // MB} MB"
+
+
+def _text_or_field(response: httpx.Response, name: str, call: Call) -> str:
+    """An answer that is plain text, a JSON string, or JSON with a ``name`` text."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = response.text
+    if isinstance(data, dict):
+        return _field(data, name, call.endpoint)
+    if isinstance(data, str) and data.strip():
+        return data.strip() if name != "text" else data
+    raise BadResponse(call.endpoint, f"expected a {name!r} text in the answer")
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:
@@ -435,7 +662,7 @@ def _message_of(response: httpx.Response) -> str:
     if isinstance(data, str) and data.strip():
         return data.strip()[:200]
     if isinstance(data, dict):
-        for key in ("message", "error", "status", "detail", "description"):
+        for key in ("error_message", "message", "error", "status", "detail", "description"):
             if isinstance(data.get(key), str) and data[key].strip():
                 return str(data[key]).strip()[:200]
     text = re.sub(r"(?s)<(script|style).*?</\1>|<[^>]+>", " ", response.text)
@@ -455,8 +682,3 @@ def _transport_detail(exc: httpx.TransportError) -> str:
         httpx.WriteError: "connection dropped while sending",
     }.get(type(exc), "transport error")
     return f"{kind} ({type(exc).__name__})"
-
-
-def _template(path: str) -> str:
-    """``/v1/telegram/status/0`` -> ``/v1/telegram/status/{instance}`` for metric labels."""
-    return re.sub(r"/[0-9]+$", "/{instance}", path)

@@ -1,6 +1,7 @@
 """Turn the ``<to>`` word of a command into phone numbers, and hide numbers in output.
 
-A ``<to>`` word is a number, a contact alias, a group name, or a comma list of these.
+A ``<to>`` word is a number, a contact alias, a group name, or a comma list of these;
+under API v3 also the alias of a WhatsApp or Telegram group the gateway takes part in.
 Kept apart from parsing because it needs the address book from the config, and apart
 from the service because it is pure and worth testing on its own.
 """
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from bot.commands import Channel
 from bot.errors import RecipientError
 
 _NUMBER = re.compile(r"\+?[0-9](?:[0-9.\-]*[0-9])?")
@@ -19,10 +21,32 @@ MIN_DIGITS, MAX_DIGITS = 5, 15
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    """One destination: ``written`` is how the user named it, ``number`` the digits sent."""
+    """One destination: ``written`` is how the user named it, ``number`` the digits sent.
+
+    For a gateway group, ``group`` is its name and ``number`` its admin's number.
+    """
 
     written: str
     number: str
+    group: str | None = None
+
+    @property
+    def audit_name(self) -> str:
+        """What the audit keeps: the number (masked when shown), or ``#alias`` of a group."""
+        return f"#{self.written.casefold()}" if self.group else self.number
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayGroup:
+    """A WhatsApp or Telegram group the gateway takes part in (``whatsapp_groups``)."""
+
+    name: str
+    admin: str  # digits of the group creator's number
+
+
+def clean_written_number(text: str) -> str | None:
+    """Like ``clean_number``, but spaces allowed too (numbers written in the config)."""
+    return clean_number(text.replace(" ", ""))
 
 
 def clean_number(text: str) -> str | None:
@@ -50,22 +74,28 @@ def mask(number: str) -> str:
 
 @dataclass(frozen=True)
 class AddressBook:
-    """Contact aliases and groups, keyed case-insensitively."""
+    """Contact aliases, groups and gateway groups (per channel), keyed case-insensitively."""
 
     contacts: Mapping[str, str]
     groups: Mapping[str, Sequence[str]]
+    gateway_groups: Mapping[Channel, Mapping[str, GatewayGroup]] = field(default_factory=dict)
 
-    def resolve(self, to: str) -> tuple[Recipient, ...]:
-        """All recipients named by one ``<to>`` word, each number once, in order given."""
-        found: dict[str, Recipient] = {}
+    def resolve(self, to: str, channel: Channel | None = None) -> tuple[Recipient, ...]:
+        """All recipients named by one ``<to>`` word, each once, in order given.
+
+        ``channel`` is where the send goes: its gateway groups are recipients too.
+        """
+        found: dict[tuple[str | None, str], Recipient] = {}
         for part in to.split(","):
             if not part:
                 raise RecipientError(f"empty recipient in {to!r}")
-            for recipient in self._resolve_one(part, seen_groups=()):
-                found.setdefault(recipient.number, recipient)
+            for recipient in self._resolve_one(part, (), channel):
+                found.setdefault((recipient.group, recipient.number), recipient)
         return tuple(found.values())
 
-    def _resolve_one(self, word: str, seen_groups: tuple[str, ...]) -> list[Recipient]:
+    def _resolve_one(
+        self, word: str, seen_groups: tuple[str, ...], channel: Channel | None = None
+    ) -> list[Recipient]:
         if looks_like_number(word):
             number = clean_number(word)
             if number is None:
@@ -84,4 +114,14 @@ class AddressBook:
             for member in self.groups[key]:
                 members.extend(self._resolve_one(member, (*seen_groups, key)))
             return members
+        for other, groups in self.gateway_groups.items():
+            if key in groups:
+                group = groups[key]
+                if other is channel:
+                    return [Recipient(word, group.admin, group.name)]
+                command = "/wa" if other is Channel.WHATSAPP else "/tg"
+                raise RecipientError(f"{word!r} is a {_CHANNEL[other]} group: use {command}")
         raise RecipientError(f"unknown recipient {word!r}: not a number, contact or group")
+
+
+_CHANNEL = {Channel.WHATSAPP: "WhatsApp", Channel.TELEGRAM: "Telegram"}

@@ -15,11 +15,12 @@ import httpx
 from tenacity.wait import wait_base
 
 from bot.audit import AuditLog, Database
+from bot.commands import Channel
 from bot.config import Config
 from bot.gateway import WhatsMate
 from bot.metrics import Metrics
 from bot.schedules import ScheduleStore
-from bot.service import Service
+from bot.service import DEFAULT_PDF_POLLING, PdfPolling, Service
 
 
 @dataclass
@@ -59,18 +60,26 @@ async def open_runtime(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] | None = None,
     backoff: wait_base | None = None,
+    pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
 ) -> AsyncIterator[Runtime]:
     metrics = Metrics() if config.metrics_port else None
     database = Database(config.audit_path)
     try:
         async with http_client(config, transport) as http:
             audit = AuditLog(database)
+            wa = config.whatsmate
             gateway = WhatsMate(
                 http,
-                base_url=config.whatsmate.base_url,
-                client_id=config.whatsmate.client_id,
-                client_secret=config.whatsmate.client_secret,
-                retries=config.whatsmate.retries,
+                base_url=wa.base_url,
+                client_id=wa.client_id,
+                client_secret=wa.client_secret,
+                api_version=wa.api_version,
+                instances={
+                    Channel.WHATSAPP: wa.whatsapp_instance,
+                    Channel.TELEGRAM: wa.telegram_instance,
+                },
+                whatsapp_queue=wa.whatsapp_endpoint == "queue",
+                retries=wa.retries,
                 backoff=backoff,
                 dry_run=config.dry_run,
                 **({"observer": metrics.observe_gateway} if metrics else {}),
@@ -81,6 +90,7 @@ async def open_runtime(
                 audit,
                 store=ScheduleStore(database),
                 observe=metrics.observe_command if metrics else None,
+                pdf_polling=pdf_polling,
                 **({"clock": clock} if clock else {}),
             )
             try:

@@ -18,14 +18,18 @@ from typing import Any
 
 import httpx
 from telegram import (
+    Audio,
     Bot,
     BotCommand,
     BotCommandScopeChat,
+    Document,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
+    PhotoSize,
     ReplyParameters,
     Update,
+    Voice,
 )
 from telegram.constants import MessageLimit
 from telegram.error import TelegramError
@@ -45,35 +49,13 @@ from bot.config import Config
 from bot.errors import AttachmentError
 from bot.logs import get_logger
 from bot.metrics import Metrics, serve_metrics
+from bot.replies import split_text
 from bot.schedules import Schedule, cron_trigger
 from bot.service import CONFIRM_TTL_S, Reply, Request, Service
 
 log = get_logger("bot.telegram")
 Context = ContextTypes.DEFAULT_TYPE
 App = Application[Any, Any, Any, Any, Any, Any]
-
-
-def split_text(text: str, limit: int = MessageLimit.MAX_TEXT_LENGTH) -> list[str]:
-    """Split into messages of at most ``limit`` characters, on line breaks where possible.
-
-    Nothing is dropped: a single line longer than ``limit`` is cut into pieces.
-    """
-    chunks: list[str] = []
-    current = ""
-    for line in (text or " ").splitlines(keepends=True):
-        while len(line) > limit:
-            if current:
-                chunks.append(current)
-                current = ""
-            chunks.append(line[:limit])
-            line = line[limit:]
-        if len(current) + len(line) > limit:
-            chunks.append(current)
-            current = ""
-        current += line
-    if current or not chunks:
-        chunks.append(current)
-    return [chunk.rstrip("\n") or chunk for chunk in chunks]
 
 
 @dataclass(frozen=True)
@@ -83,6 +65,7 @@ class TelegramAttachment:
     kind: MediaKind
     filename: str
     file_id: str
+    size: int | None
     bot: Bot
     http: httpx.AsyncClient
 
@@ -112,28 +95,29 @@ def find_attachment(message: Message, http: httpx.AsyncClient) -> TelegramAttach
             continue
         found = _file_of(source)
         if found is not None:
-            kind, filename, file_id = found
-            return TelegramAttachment(kind, filename, file_id, source.get_bot(), http)
+            kind, filename, file = found
+            return TelegramAttachment(
+                kind, filename, file.file_id, file.file_size, source.get_bot(), http
+            )
     return None
 
 
-def _file_of(message: Message) -> tuple[MediaKind, str, str] | None:
+def _file_of(message: Message) -> tuple[MediaKind, str, _File] | None:
     if message.photo:
         largest = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
-        return MediaKind.PHOTO, "photo.jpg", largest.file_id
+        return MediaKind.PHOTO, "photo.jpg", largest
     if message.audio:
         name = message.audio.file_name or _named("audio", message.audio.mime_type, ".mp3")
-        return MediaKind.AUDIO, name, message.audio.file_id
+        return MediaKind.AUDIO, name, message.audio
     if message.voice:
-        return (
-            MediaKind.AUDIO,
-            _named("voice", message.voice.mime_type, ".ogg"),
-            message.voice.file_id,
-        )
+        return MediaKind.VOICE, _named("voice", message.voice.mime_type, ".ogg"), message.voice
     if message.document:
         name = message.document.file_name or _named("document", message.document.mime_type, "")
-        return MediaKind.DOCUMENT, name, message.document.file_id
+        return MediaKind.DOCUMENT, name, message.document
     return None
+
+
+_File = PhotoSize | Audio | Voice | Document
 
 
 def _named(stem: str, mime_type: str | None, fallback: str) -> str:
@@ -239,6 +223,14 @@ class TelegramFrontend:
         parameters = (
             ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         )
+        if reply.file is not None:
+            return await bot.send_document(
+                chat_id,
+                reply.file.content,
+                filename=reply.file.filename,
+                caption=split_text(reply.text, MessageLimit.CAPTION_LENGTH)[0],
+                reply_parameters=parameters,
+            )
         chunks = split_text(reply.text)
         last: Message | None = None
         for index, chunk in enumerate(chunks):

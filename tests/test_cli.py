@@ -114,7 +114,9 @@ async def test_second_signal_exits_at_once(make_bot: BotUnderTest) -> None:
     telegram.message("/wa alice stuck", user=ADMIN)
     await whatsmate.wait_for(lambda: len(whatsmate.calls("/whatsapp/")) == 1)
     process.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0)  # let the first signal be delivered before the second
+    assert process.stderr is not None
+    while b"signal_received" not in await asyncio.wait_for(process.stderr.readline(), 20):
+        pass  # the first signal is handled before the second is sent
     process.send_signal(signal.SIGINT)
     await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 128 + signal.SIGINT

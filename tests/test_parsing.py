@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from bot import commands as c
 from bot.errors import RecipientError, UsageError
 from bot.recipients import AddressBook, clean_number, mask
-from bot.telegram_app import split_text
+from bot.replies import split_text
 
 BOOK = AddressBook({"alice": "4412345678"}, {"oncall": ("alice", "4411112222")})
 
