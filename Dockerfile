@@ -2,15 +2,15 @@
 # Mount the config at /app/config.yaml and pass the secrets as environment variables.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY bot ./bot
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 bot
+RUN useradd --create-home --uid 10001 --user-group bot
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels
-USER bot
+USER 10001:10001
 WORKDIR /home/bot
 ENV PYTHONUNBUFFERED=1
 STOPSIGNAL SIGTERM

@@ -44,11 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     with_config("run", "run the bot (long polling, or webhook when telegram.webhook_url is set)")
-    sub.add_parser(
+    demo = sub.add_parser(
         "demo",
         help="console chat against a built-in sandbox gateway (no network)",
         description="Console chat as an admin against a sandbox WhatsMate. "
         "Reads commands from stdin, one a line.",
+    )
+    demo.add_argument(
+        "--api-version",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="the WhatsMate API the sandbox answers like (default 1)",
     )
     with_config("check", "validate the config and check both gateway status endpoints")
     exec_command = with_config("exec", "run one command as the first admin and print the reply")
@@ -65,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.demo import run_demo
 
         configure_logging(fmt="console", level="warning")
-        return asyncio.run(run_demo())
+        return asyncio.run(run_demo(api_version=args.api_version))
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -123,7 +130,7 @@ async def _check(config: Config) -> int:
             raise result
         else:
             print(f"{label}: {result.status}")
-            healthy = healthy and result.up
+            healthy = healthy and result.ok
     return EXIT_OK if healthy else EXIT_FAILURE
 
 

@@ -22,7 +22,11 @@ DEMO_ADMIN = 1001
 DEMO_CHAT = -100500
 
 
-def demo_config(audit_path: Path) -> Config:
+def demo_config(audit_path: Path, api_version: int = 1) -> Config:
+    v3 = {
+        "whatsapp_groups": {"ops-room": {"name": "Ops Room", "admin": "4412345678"}},
+        "telegram_groups": {"ops-tg": {"name": "Ops", "admin": "4412345678"}},
+    }
     return parse_config(
         {
             "telegram": {"token": "demo-token-not-used"},
@@ -30,7 +34,10 @@ def demo_config(audit_path: Path) -> Config:
                 "base_url": "https://sandbox.whatsmate.invalid",
                 "client_id": "demo",
                 "client_secret": "demo-secret",
+                "api_version": api_version,
+                **({"whatsapp_instance": 1, "telegram_instance": 1} if api_version == 3 else {}),
             },
+            **(v3 if api_version == 3 else {}),
             "access": {"admins": [DEMO_ADMIN], "users": [1002], "chats": [DEMO_CHAT]},
             "contacts": {
                 "alice": "4412345678",
@@ -49,19 +56,23 @@ def demo_config(audit_path: Path) -> Config:
     )
 
 
-async def run_demo(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+async def run_demo(
+    stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, api_version: int = 1
+) -> int:
     interactive = stdin.isatty()
     sandbox = Sandbox()
     with tempfile.TemporaryDirectory(prefix="whatsmate-demo-") as folder:
-        config = demo_config(Path(folder) / "audit.sqlite3")
+        config = demo_config(Path(folder) / "audit.sqlite3", api_version)
         async with open_runtime(config, transport=sandbox.transport()) as runtime:
 
             def say(text: str) -> None:
                 print(text, file=stdout, flush=True)
 
+            groups = "; gateway groups: ops-room (/wa), ops-tg (/tg)" if api_version == 3 else ""
             say(
-                "whatsmate-bot demo: you are admin 1001 in a console chat; WhatsMate is a "
-                "sandbox.\nContacts: alice, bob, carol; groups: oncall, everyone. Try /help."
+                f"whatsmate-bot demo: you are admin 1001 in a console chat; WhatsMate is a "
+                f"sandbox answering like API v{api_version}.\nContacts: alice, bob, carol; "
+                f"groups: oncall, everyone{groups}. Try /help."
             )
             pending: str | None = None
             while True:

@@ -349,7 +349,11 @@ class WhatsMate:
             if not value:
                 continue
             if not route.takes(name):
-                raise LimitExceeded(f"this endpoint takes no {FIELD_NAMES[name]}")
+                raise LimitExceeded(
+                    f"WhatsMate API v{self.api.version} takes no {FIELD_NAMES[name]} "
+                    f"on {route.path.replace('{i}', '…')}"
+                    + ("; that needs whatsmate.api_version: 3" if self.api.version < 3 else "")
+                )
             limit = self.api.text_limits.get(name)
             if limit is not None and len(value) > limit:
                 raise LimitExceeded(

@@ -18,12 +18,30 @@ from tenacity.wait import wait_base
 from bot.config import Config, load_config
 from bot.logs import configure_logging
 from bot.runtime import Runtime, open_runtime
+from bot.service import PdfPolling
 from bot.telegram_app import build_application, serve
-from tests.fakes import FakeTelegram, FakeWhatsMate, Sent
+from tests.fakes import FakeTelegram, FakeWhatsMate, HttpRequest, Sent
 
 ADMIN, USER, STRANGER = 1001, 1002, 6666
 TEAM = -100500
 OTHER_CHAT = -100999
+HEADERS = {
+    "x-wm-client-id": "ops@example.com",
+    "x-wm-client-secret": "s3cr3t-wm",
+    "content-type": "application/json",
+}
+
+
+def assert_call(request: HttpRequest, method: str, path: str, body: object = None) -> None:
+    """``request`` is ``method path`` with WhatsMate's headers (and exactly ``body``)."""
+    assert (request.method, request.path) == (method, path)
+    for name, value in HEADERS.items():
+        assert request.headers[name] == value
+    if body is not None:
+        assert request.json() == body
+
+
+FAST_PDF_POLLING = PdfPolling(every_s=0.01, give_up_s=5)
 
 
 class FakeClock:
@@ -83,6 +101,7 @@ class BotUnderTest:
     tmp_path: Path
     clock: FakeClock = field(default_factory=FakeClock)
     backoff: wait_base = field(default_factory=wait_none)
+    pdf_polling: PdfPolling = FAST_PDF_POLLING
     logs: io.StringIO = field(default_factory=io.StringIO)
     config: Config | None = None
     runtime: Runtime | None = None
@@ -102,7 +121,9 @@ class BotUnderTest:
         configure_logging(fmt="json", level="debug", secrets=self.config.secrets, stream=self.logs)
         self._stack = AsyncExitStack()
         self.runtime = await self._stack.enter_async_context(
-            open_runtime(self.config, clock=self.clock, backoff=self.backoff)
+            open_runtime(
+                self.config, clock=self.clock, backoff=self.backoff, pdf_polling=self.pdf_polling
+            )
         )
         app, frontend = build_application(self.config, self.runtime.service, self.runtime.http)
         self._stop = asyncio.Event()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import email.parser
+import email.policy
 import itertools
 import json
 import re
@@ -237,8 +239,69 @@ async def _read_request(reader: asyncio.StreamReader) -> HttpRequest | None:
 LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish"}
 
 
+# What WhatsMate's v3 reference documents, written out independently of the bot's table:
+# the content fields of each endpoint (+: required, ?: optional) and the limits.
+V3_CONTENT = {
+    ("whatsapp", "text"): {"message": "+"},
+    ("whatsapp", "url"): {"url": "+"},
+    ("whatsapp", "image"): {"image": "+", "caption": "?"},
+    ("whatsapp", "document"): {"document": "+", "filename": "+", "caption": "?"},
+    ("telegram", "text"): {"message": "+"},
+    ("telegram", "image"): {"image": "+", "caption": "?"},
+    ("telegram", "document"): {"document": "+", "filename": "+", "caption": "?"},
+    ("telegram", "audio"): {"audio": "+", "filename": "+", "caption": "?"},
+    ("telegram", "voice_note"): {"voice_note": "+", "filename": "+", "caption": "?"},
+}
+V3_TEXT_LIMITS = {"message": 900, "url": 900, "caption": 250, "group_name": 150}
+V3_MEDIA_LIMITS = {"image": 6_000_000, "document": 9_000_000, "audio": 3_000_000}
+V3_MEDIA_LIMITS["voice_note"] = 3_000_000
+_V3_PATH = re.compile(
+    r"/v3/(whatsapp|telegram)/(single|group)/(text|url|image|document|audio|voice_note)"
+    r"/message/([0-9]+)"
+)
+
+
+def v3_problem(channel: str, target: str, kind: str, body: Any) -> str | None:
+    """Why WhatsMate v3 would refuse this body (None: it would take it)."""
+    fields = V3_CONTENT.get((channel, kind))
+    if fields is None:
+        return f"no {kind} endpoint for {channel}"
+    if not isinstance(body, dict):
+        return "body is not a JSON object"
+    wanted = dict(fields)
+    if target == "single":
+        wanted["number"] = "+"
+    else:
+        wanted["group_name"] = "+"
+        if kind in ("text", "url") or channel == "telegram":
+            wanted["group_admin"] = "+"
+    for name, need in wanted.items():
+        if need == "+" and name not in body:
+            return f"{name} is required"
+    for name, value in body.items():
+        if name not in wanted:
+            return f"unknown field {name}"
+        if not isinstance(value, str):
+            return f"{name} must be a string"
+        if name in ("number", "group_admin") and not re.fullmatch(r"[0-9]{5,15}", value):
+            return f"{name} must be digits only"
+        if name in V3_TEXT_LIMITS and not 0 < len(value) <= V3_TEXT_LIMITS[name]:
+            return f"{name} must have 1-{V3_TEXT_LIMITS[name]} characters"
+        if name == "url" and not re.fullmatch(r"https?://\S+", value):
+            return "url must be an http(s) URL"
+        if name in V3_MEDIA_LIMITS:
+            if not re.fullmatch(r"[A-Za-z0-9+/]*={0,2}", value) or len(value) % 4:
+                return f"{name} is not base64"
+            if len(value) > V3_MEDIA_LIMITS[name]:
+                return f"{name} is too large"
+        if name == "filename" and not re.fullmatch(r"[A-Za-z0-9 _.-]{1,80}", value):
+            return "filename has characters that are not allowed"
+    return None
+
+
 class FakeWhatsMate(HttpServer):
-    """Answers like api.whatsmate.net: statuses, sends, translation, language codes."""
+    """Answers like api.whatsmate.net: statuses, sends (v1 and v3), translation, language
+    codes, PDF jobs. v3 bodies are checked against the documented field rules."""
 
     def __init__(
         self, client_id: str = "ops@example.com", client_secret: str = "s3cr3t-wm"
@@ -248,9 +311,47 @@ class FakeWhatsMate(HttpServer):
         self.whatsapp_status = "up"
         self.telegram_status = "up"
         self.codes: dict[str, str] = dict(LANGUAGES)
+        self.job_ids: list[str] = []
+        self.pdf_statuses: deque[str] = deque()  # answers of the check endpoint, then Completed
+        self.pdf_text = "Page 1: all systems nominal."
+        self.status_offered = True  # False: the status endpoints answer 404, as under v3
+        self._jobs = itertools.count(1)
 
     def sends(self) -> list[HttpRequest]:
         return [r for r in self.requests if r.method == "POST" and "/translation/" not in r.path]
+
+    def _job(self, prefix: str) -> str:
+        job = f"{prefix}{next(self._jobs):04d}-7f3a9c1e-{len(self.job_ids)}"
+        self.job_ids.append(job)
+        return job
+
+    def _v3(self, match: re.Match[str], request: HttpRequest) -> HttpResponse:
+        channel, target, kind, instance = match.groups()
+        try:
+            body = request.json()
+        except ValueError:
+            body = None
+        problem = v3_problem(channel, target, kind, body)
+        if int(instance) < 1:
+            problem = "instance numbers start at 1"
+        if problem:
+            return HttpResponse.of_json({"error_message": problem}, 400)
+        return HttpResponse.of_json({"status": "queued", "id": self._job("")})
+
+    def _pdf(self, path: str) -> HttpResponse:
+        route, _, query = path.partition("?")
+        if route == "/v1/pdf/job/submit":
+            url = urllib.parse.parse_qs(query).get("url", [""])[0]
+            if not re.fullmatch(r"https?://\S+", url):
+                return HttpResponse.of_json({"error_message": "url is required"}, 400)
+            return HttpResponse.of_json({"status": "submitted", "id": self._job("pdf-")})
+        job = route.rsplit("/", 1)[1]
+        if job not in self.job_ids:
+            return HttpResponse.of_json({"error_message": f"no job {job}"}, 400)
+        if route.startswith("/v1/pdf/job/check/"):
+            status = self.pdf_statuses.popleft() if self.pdf_statuses else "Completed"
+            return HttpResponse.of_json({"id": job, "status": status})
+        return HttpResponse.of_text(self.pdf_text)
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         if (
@@ -259,6 +360,8 @@ class FakeWhatsMate(HttpServer):
         ):
             return HttpResponse.of_json({"message": "Invalid client id or secret"}, 401)
         path = request.path
+        if "/status" in path and not self.status_offered:
+            return HttpResponse.of_text("<html><body>Not Found</body></html>", 404, "text/html")
         if path == "/v1/gateway/status":
             return HttpResponse.of_json({"status": self.whatsapp_status})
         if match := re.fullmatch(r"/v1/telegram/status/(\d+)", path):
@@ -268,6 +371,10 @@ class FakeWhatsMate(HttpServer):
         if path == "/v1/translation/translate":
             body = request.json()
             return HttpResponse.of_text(f"[{body['toLang']}] {body['text']}")
+        if match := _V3_PATH.fullmatch(path):
+            return self._v3(match, request)
+        if path.startswith(("/v1/pdf/job/submit?", "/v1/pdf/job/check/", "/v1/pdf/job/retrieve")):
+            return self._pdf(path)
         if re.fullmatch(r"/v1/whatsapp/(single/message/[01]|queue/message)", path):
             return HttpResponse.of_json({"status": "queued"})
         if re.fullmatch(
@@ -452,6 +559,9 @@ class FakeTelegram(HttpServer):
     async def api_sendMessage(self, params: dict[str, Any]) -> Any:
         return self._record("sendMessage", params)
 
+    async def api_sendDocument(self, params: dict[str, Any]) -> Any:
+        return self._record("sendDocument", {**params, "text": params.get("caption", "")})
+
     async def api_editMessageText(self, params: dict[str, Any]) -> Any:
         return self._record("editMessageText", params)
 
@@ -496,9 +606,26 @@ _JSON_FIELDS = {
 
 
 def _form(request: HttpRequest) -> dict[str, Any]:
-    """python-telegram-bot posts form fields whose non-string values are JSON-encoded."""
-    if request.headers.get("content-type", "").startswith("application/json"):
+    """python-telegram-bot posts form fields whose non-string values are JSON-encoded;
+    a file upload comes as multipart/form-data (the file's bytes under its field name)."""
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("application/json"):
         return dict(request.json() or {})
+    if kind.startswith("multipart/form-data"):
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {kind}\r\n\r\n".encode() + request.body
+        )
+        parts: dict[str, Any] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if part.get_filename():
+                parts[str(name)] = payload
+                parts[f"{name}_filename"] = part.get_filename()
+            else:
+                value = payload.decode() if isinstance(payload, bytes) else str(payload)
+                parts[str(name)] = json.loads(value) if name in _JSON_FIELDS else value
+        return parts
     fields = urllib.parse.parse_qs(request.body.decode(), keep_blank_values=True)
     params: dict[str, Any] = {}
     for key, values in fields.items():

@@ -82,6 +82,27 @@ async def test_demo_reads_commands_from_a_pipe() -> None:
     assert "bot> WhatsApp gateway: up" in out
 
 
+async def test_demo_v3_shows_a_send_with_its_job_id() -> None:
+    code, out, err = await run_cli("demo", "--api-version", "3", stdin=b"/wa ops-room hi\n")
+    assert code == 0, err
+    assert "sandbox answering like API v3" in out
+    assert "bot> ops-room: queued (job 0001-" in out
+    assert (
+        "[sandbox got POST /v3/whatsapp/group/text/message/1 "
+        '{"group_name": "Ops Room", "group_admin": "4412345678", "message": "hi"}]'
+    ) in out
+
+
+async def test_check_accepts_status_endpoints_v3_does_not_offer(make_bot: BotUnderTest) -> None:
+    path = make_bot.write_config(whatsmate={"api_version": 3})
+    make_bot.whatsmate.status_offered = False
+    code, out, _ = await run_cli("check", "--config", str(path))
+    assert (code, out) == (
+        0,
+        "config: ok\nWhatsApp gateway: not offered\nTelegram gateway (instance 1): not offered\n",
+    )
+
+
 async def start_bot_process(path: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "run", "--config", str(path), env=ENV,

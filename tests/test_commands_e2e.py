@@ -6,22 +6,8 @@ import base64
 
 import pytest
 
-from tests.conftest import ADMIN, OTHER_CHAT, STRANGER, TEAM, USER, BotUnderTest
-from tests.fakes import BOT_USERNAME, HttpRequest, photo_sizes
-
-HEADERS = {
-    "x-wm-client-id": "ops@example.com",
-    "x-wm-client-secret": "s3cr3t-wm",
-    "content-type": "application/json",
-}
-
-
-def assert_call(request: HttpRequest, method: str, path: str, body: object = None) -> None:
-    assert (request.method, request.path) == (method, path)
-    for name, value in HEADERS.items():
-        assert request.headers[name] == value
-    if body is not None:
-        assert request.json() == body
+from tests.conftest import ADMIN, OTHER_CHAT, STRANGER, TEAM, USER, BotUnderTest, assert_call
+from tests.fakes import BOT_USERNAME, photo_sizes
 
 
 async def test_wa_sends_one_call_per_recipient_with_exact_body(bot: BotUnderTest) -> None:

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from bot.commands import Channel
 from bot.config import load_config, parse_config
-from bot.errors import ConfigError
+from bot.errors import ConfigError, RecipientError
 
 ENV = {
     "TELEGRAM_BOT_TOKEN": "111:tok",
@@ -123,3 +124,52 @@ def test_unreadable_and_invalid_yaml_files(tmp_path: Path) -> None:
     bad.write_text("telegram: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         load_config(bad, ENV)
+
+
+V3_GROUP = {"ops": {"name": "Ops Room", "admin": "+44 1234-5678"}}
+
+
+def test_v3_config_with_gateway_groups() -> None:
+    raw = minimal(
+        whatsmate={"api_version": 3, "whatsapp_instance": 7, "telegram_instance": "12"},
+        whatsapp_groups=V3_GROUP,
+        telegram_groups={"ops-tg": {"name": "Ops", "admin": "4412345678"}},
+    )
+    config = parse_config(raw, ENV)
+    assert (config.whatsmate.api_version, config.whatsmate.whatsapp_instance) == (3, 7)
+    assert config.whatsmate.telegram_instance == 12
+    (room,) = config.address_book.resolve("OPS", Channel.WHATSAPP)
+    assert (room.group, room.number, room.written) == ("Ops Room", "4412345678", "OPS")
+
+
+def v3(whatsmate: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return minimal(whatsmate={"api_version": 3, **(whatsmate or {})}, **extra)
+
+
+def wa_group(**fields: Any) -> dict[str, Any]:
+    return {"whatsapp_groups": {"g": {"name": "G", "admin": "12345", **fields}}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (minimal(whatsapp_groups=V3_GROUP), "whatsapp_groups"),
+        (minimal(telegram_groups=V3_GROUP), "telegram_groups"),
+        (minimal(whatsmate={"api_version": 2}), "whatsmate.api_version"),
+        (v3({"whatsapp_instance": 0}), "whatsmate.whatsapp_instance"),
+        (v3({"telegram_instance": -1}), "whatsmate.telegram_instance"),
+        (v3({"whatsapp_endpoint": "queue"}), "whatsmate.whatsapp_endpoint"),
+        (v3(**wa_group(name="x" * 151)), "whatsapp_groups.g.name"),
+        (v3(**wa_group(admin="12")), "whatsapp_groups.g.admin"),
+        (v3(**wa_group(x=1)), "whatsapp_groups.g.x"),
+        (v3(contacts={"g": "12345"}, **wa_group()), "whatsapp_groups.g"),
+    ],
+)
+def test_v3_config_errors_name_the_key(raw: dict[str, Any], key: str) -> None:
+    assert error_key(raw) == key
+
+
+def test_a_whatsapp_group_with_tg_says_which_command() -> None:
+    book = parse_config(v3(whatsapp_groups=V3_GROUP), ENV).address_book
+    with pytest.raises(RecipientError, match="'ops' is a WhatsApp group: use /wa"):
+        book.resolve("ops", Channel.TELEGRAM)
