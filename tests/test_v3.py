@@ -111,7 +111,9 @@ async def test_wa_photo_with_caption_and_to_a_group(v3: BotUnderTest) -> None:
     )
 
 
-@pytest.mark.parametrize(("media", "filename"), [(document, "runbook.pdf"), (voice, "voice.ogg")])
+@pytest.mark.parametrize(
+    ("media", "filename"), [(document, "runbook.pdf"), (voice, "voice.ogg"), (audio, "alarm.mp3")]
+)
 async def test_wa_document_and_voice_note_go_as_documents(
     v3: BotUnderTest, media: Any, filename: str
 ) -> None:
