@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import httpx
 from tenacity.wait import wait_base
 
-from bot.audit import AuditLog, Database
+from bot.audit import AuditLog
 from bot.commands import Channel
 from bot.config import Config
 from bot.gateway import WhatsMate
 from bot.metrics import Metrics
-from bot.schedules import ScheduleStore
 from bot.service import DEFAULT_PDF_POLLING, PdfPolling, Service
+from bot.storage import SqliteStorage, Storage
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Runtime:
     gateway: WhatsMate
     service: Service
     metrics: Metrics | None
+    storage: Storage
 
 
 def http_client(
@@ -63,10 +64,10 @@ async def open_runtime(
     pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
 ) -> AsyncIterator[Runtime]:
     metrics = Metrics() if config.metrics_port else None
-    database = Database(config.audit_path)
+    storage = SqliteStorage(config.audit_path)
     try:
         async with http_client(config, transport) as http:
-            audit = AuditLog(database)
+            audit = AuditLog(storage)
             wa = config.whatsmate
             gateway = WhatsMate(
                 http,
@@ -88,14 +89,14 @@ async def open_runtime(
                 config,
                 gateway,
                 audit,
-                store=ScheduleStore(database),
+                storage=storage,
                 observe=metrics.observe_command if metrics else None,
                 pdf_polling=pdf_polling,
                 **({"clock": clock} if clock else {}),
             )
             try:
-                yield Runtime(config, http, audit, gateway, service, metrics)
+                yield Runtime(config, http, audit, gateway, service, metrics, storage)
             finally:
                 await audit.flush()
     finally:
-        database.close()
+        storage.close()

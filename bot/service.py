@@ -45,12 +45,12 @@ from bot.replies import (
 from bot.schedules import (
     Schedule,
     Scheduler,
-    ScheduleStore,
     first_run_in,
     parse_schedule_every,
     should_post,
 )
 from bot.sends import Attachment, attachment_for, plan_send, run_send
+from bot.storage import Storage, StoredSchedule
 
 __all__ = ["NOT_ALLOWED", "ButtonResult", "Reply", "Request", "Role", "Service"]
 
@@ -117,7 +117,7 @@ class Service:
         gateway: WhatsMate,
         audit: AuditLog,
         *,
-        store: ScheduleStore | None = None,
+        storage: Storage,
         clock: Callable[[], float] = time.monotonic,
         observe: CommandObserver | None = None,
         pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
@@ -125,7 +125,7 @@ class Service:
         self.config = config
         self._gateway = gateway
         self._audit = audit
-        self._store = store
+        self._storage = storage
         self._scheduler: Scheduler | None = None
         self._clock = clock
         self._observe = observe
@@ -203,12 +203,11 @@ class Service:
 
     async def start_schedules(self) -> None:
         """Start every configured and chat-added schedule; a missed slot runs once now."""
-        if self._store is None or self._scheduler is None:
+        if self._scheduler is None:
             return
-        last_runs = await self._store.last_runs()
-        configured = [Schedule.from_config(s) for s in self.config.schedules]
+        last_runs = await self._storage.last_runs()
         now = time.time()
-        for schedule in (*configured, *await self._store.added()):
+        for schedule in (*self._configured(), *await self._added()):
             last = last_runs.get(schedule.name)
             if last is not None and last.reply is not None:
                 self._last_replies[schedule.name] = last.reply
@@ -226,8 +225,7 @@ class Service:
         reply = result.reply
         last = self._last_replies.get(schedule.name)
         self._last_replies[schedule.name] = reply.text
-        if self._store is not None:
-            await self._store.mark_run(schedule.name, time.time(), reply.text)
+        await self._storage.mark_run(schedule.name, time.time(), reply.text)
         return reply if should_post(schedule, last, reply.text) else None
 
     # -- dispatch -----------------------------------------------------------------
@@ -423,10 +421,10 @@ class Service:
     async def _schedule(
         self, identity: _Identity, command: c.ScheduleList | c.ScheduleAdd | c.ScheduleRemove
     ) -> Result:
-        if self._store is None or self._scheduler is None:
+        if self._scheduler is None:
             return Result(Reply("Schedules are not available in this mode.", Outcome.ERROR))
-        configured = [Schedule.from_config(s) for s in self.config.schedules]
-        added = await self._store.added()
+        configured = self._configured()
+        added = await self._added()
         if isinstance(command, c.ScheduleList):
             rows = [
                 f"{s.name}: {s.when} in chat {s.chat_id}: {s.command}"
@@ -438,7 +436,7 @@ class Service:
             if any(s.name == command.name for s in configured):
                 text = f"{command.name} comes from the config file; edit it there."
                 return Result(Reply(text, Outcome.USAGE))
-            if not await self._store.remove(command.name):
+            if not await self._storage.remove_schedule(command.name):
                 return Result(Reply(f"No schedule named {command.name!r}.", Outcome.USAGE))
             self._scheduler.stop(command.name)
             return Result(Reply(f"Removed schedule {command.name}.", Outcome.OK), command.name)
@@ -454,10 +452,17 @@ class Service:
         schedule = Schedule(
             name, identity.chat_id, command.command, every_s, notify="change", from_chat=True
         )
-        await self._store.add(schedule, command.every, identity.user_id)
+        stored = StoredSchedule(name, identity.chat_id, command.every, command.command)
+        await self._storage.add_schedule(stored, identity.user_id)
         self._scheduler.start(schedule, first_in_s=0)
         text = f"Added schedule {name}: {schedule.when}: {command.command} (posts changes only)."
         return Result(Reply(text, Outcome.OK), name)
+
+    def _configured(self) -> list[Schedule]:
+        return [Schedule.from_config(s) for s in self.config.schedules]
+
+    async def _added(self) -> list[Schedule]:
+        return [Schedule.from_stored(s) for s in await self._storage.added_schedules()]
 
     # -- bookkeeping ----------------------------------------------------------------
 

@@ -8,7 +8,8 @@ import time
 
 import httpx
 
-from bot.schedules import LastRun, Schedule, first_run_in, should_post
+from bot.schedules import Schedule, first_run_in, should_post
+from bot.storage import LastRun
 from tests.conftest import ADMIN, TEAM, USER, BotUnderTest
 from tests.fakes import BOT_ID
 

@@ -1,0 +1,406 @@
+"""Every piece of persistent state, behind one interface: ``Storage``.
+
+The audit trail, chat-added schedules and their last runs, the inbound outbox of the
+two-way bridge, and the reply threads (which command last paged a number, so an answer
+lands under it) all live here. No other module writes SQL: they call these methods with
+and get back the small records below. ``SqliteStorage`` is the embedded default (the
+file at ``audit.path``); a second implementation only has to keep the same promises.
+
+SQLite calls block, so they never run on the event loop: one worker thread owns the
+connection and every statement is queued to it, which also serialises writers. WAL
+mode makes a committed write survive the process being killed right after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    chat_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    job_ids TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_user ON audit (user_id, id);
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    chat_id INTEGER NOT NULL,
+    every TEXT NOT NULL,
+    command TEXT NOT NULL,
+    created_by INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    name TEXT PRIMARY KEY,
+    last_run REAL NOT NULL,
+    last_reply TEXT
+);
+CREATE TABLE IF NOT EXISTS threads (
+    number TEXT PRIMARY KEY,
+    chat_id INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbound (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received REAL NOT NULL,
+    channel TEXT NOT NULL,
+    number TEXT NOT NULL,
+    body TEXT,
+    digest TEXT NOT NULL,
+    chat_id INTEGER NOT NULL,
+    reply_to INTEGER,
+    posted REAL,
+    post_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS inbound_pending ON inbound (posted, chat_id, id);
+CREATE INDEX IF NOT EXISTS inbound_digest ON inbound (digest, received);
+CREATE INDEX IF NOT EXISTS inbound_post ON inbound (chat_id, post_id);
+"""
+
+
+class Outcome(Enum):
+    OK = "ok"
+    ERROR = "error"
+    DENIED = "denied"
+    UNKNOWN = "unknown"
+    DRY_RUN = "dry-run"
+    USAGE = "usage"
+    CANCELLED = "cancelled"
+    PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    chat_id: int
+    user_id: int
+    command: str
+    recipients: tuple[str, ...]
+    outcome: Outcome
+    detail: str
+    at: float = 0.0
+    job_ids: tuple[str, ...] = ()  # WhatsMate's ids of the jobs a v3 send or /pdf created
+
+
+@dataclass(frozen=True)
+class StoredSchedule:
+    """A schedule added from the chat with ``/schedule add``."""
+
+    name: str
+    chat_id: int
+    every: str
+    command: str
+
+
+@dataclass(frozen=True)
+class LastRun:
+    at: float
+    reply: str | None
+
+
+@dataclass(frozen=True)
+class Thread:
+    """The command that last sent to a number: where an answer from it belongs."""
+
+    chat_id: int
+    message_id: int
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One accepted message from WhatsApp or Telegram, waiting to be posted."""
+
+    id: int
+    channel: str  # "whatsapp" | "telegram"
+    number: str
+    body: str
+    chat_id: int
+    reply_to: int | None
+
+
+@dataclass(frozen=True)
+class PostRef:
+    """What a bridge post in the chat stands for, so a reply to it can go back."""
+
+    channel: str
+    number: str
+    merged: bool
+
+
+class Storage(Protocol):
+    """The bot's state. Every method is safe to call concurrently from the event loop."""
+
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None: ...
+
+    async def recent_audit(self, count: int, user_id: int | None) -> list[AuditEntry]: ...
+
+    async def added_schedules(self) -> list[StoredSchedule]: ...
+
+    async def add_schedule(self, schedule: StoredSchedule, created_by: int) -> None: ...
+
+    async def remove_schedule(self, name: str) -> bool: ...
+
+    async def last_runs(self) -> dict[str, LastRun]: ...
+
+    async def mark_run(self, name: str, at: float, reply: str) -> None: ...
+
+    async def record_threads(self, numbers: Sequence[str], thread: Thread, at: float) -> None: ...
+
+    async def accept_inbound(
+        self,
+        channel: str,
+        number: str,
+        body: str,
+        digest: str,
+        *,
+        now: float,
+        duplicate_within_s: float,
+        thread_within_s: float,
+        default_chat: int,
+    ) -> bool:
+        """Store a message for posting (True), or False when it repeats one just stored."""
+        ...
+
+    async def pending_inbound(self, chat_id: int | None = None) -> list[InboundMessage]: ...
+
+    async def mark_posted(self, ids: Sequence[int], post_id: int, at: float) -> None:
+        """Posted as message ``post_id``: the bodies are dropped, the reference kept."""
+        ...
+
+    async def find_post(self, chat_id: int, post_id: int) -> PostRef | None: ...
+
+    def close(self) -> None: ...
+
+
+class SqliteStorage:
+    """``Storage`` in one SQLite file, used only from its own worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._connection: sqlite3.Connection | None = None
+        self._executor.submit(self._open, path).result()
+
+    def _open(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.executescript(_SCHEMA)
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(audit)")}
+        if "job_ids" not in columns:  # a file from before job ids were kept
+            connection.execute("ALTER TABLE audit ADD COLUMN job_ids TEXT NOT NULL DEFAULT ''")
+        self._connection = connection
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(connection)`` on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._connection is not None
+        return work(self._connection)
+
+    def close(self) -> None:
+        def close(connection: sqlite3.Connection) -> None:
+            connection.close()
+
+        if self._connection is not None:
+            self._executor.submit(self._call, close).result()
+            self._connection = None
+        self._executor.shutdown(wait=True)
+
+    # -- audit ------------------------------------------------------------------------
+
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        rows = [
+            (
+                e.at,
+                e.chat_id,
+                e.user_id,
+                e.command,
+                ",".join(e.recipients),
+                e.outcome.value,
+                e.detail,
+                ",".join(e.job_ids),
+            )
+            for e in entries
+        ]
+
+        def insert(connection: sqlite3.Connection) -> None:
+            with connection:
+                connection.execute("BEGIN")
+                connection.executemany(
+                    "INSERT INTO audit (at, chat_id, user_id, command, recipients, outcome,"
+                    " detail, job_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+        await self._run(insert)
+
+    async def recent_audit(self, count: int, user_id: int | None) -> list[AuditEntry]:
+        sql = (
+            "SELECT at, chat_id, user_id, command, recipients, outcome, detail, job_ids FROM audit"
+        )
+        args: tuple[int, ...] = (count,)
+        if user_id is not None:
+            sql += " WHERE user_id = ?"
+            args = (user_id, count)
+
+        def query(connection: sqlite3.Connection) -> list[AuditEntry]:
+            rows = connection.execute(sql + " ORDER BY id DESC LIMIT ?", args).fetchall()
+            return [
+                AuditEntry(
+                    chat_id=row[1],
+                    user_id=row[2],
+                    command=row[3],
+                    recipients=tuple(filter(None, row[4].split(","))),
+                    outcome=Outcome(row[5]),
+                    detail=row[6],
+                    at=row[0],
+                    job_ids=tuple(filter(None, row[7].split(","))),
+                )
+                for row in rows
+            ]
+
+        return await self._run(query)
+
+    # -- schedules ----------------------------------------------------------------------
+
+    async def added_schedules(self) -> list[StoredSchedule]:
+        def query(connection: sqlite3.Connection) -> list[StoredSchedule]:
+            rows = connection.execute(
+                "SELECT name, chat_id, every, command FROM schedules ORDER BY name"
+            )
+            return [StoredSchedule(*row) for row in rows]
+
+        return await self._run(query)
+
+    async def add_schedule(self, schedule: StoredSchedule, created_by: int) -> None:
+        def insert(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO schedules (name, chat_id, every, command, created_by)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (schedule.name, schedule.chat_id, schedule.every, schedule.command, created_by),
+            )
+
+        await self._run(insert)
+
+    async def remove_schedule(self, name: str) -> bool:
+        def delete(connection: sqlite3.Connection) -> bool:
+            connection.execute("DELETE FROM schedule_runs WHERE name = ?", (name,))
+            return connection.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount > 0
+
+        return await self._run(delete)
+
+    async def last_runs(self) -> dict[str, LastRun]:
+        def query(connection: sqlite3.Connection) -> dict[str, LastRun]:
+            rows = connection.execute("SELECT name, last_run, last_reply FROM schedule_runs")
+            return {name: LastRun(at, reply) for name, at, reply in rows}
+
+        return await self._run(query)
+
+    async def mark_run(self, name: str, at: float, reply: str) -> None:
+        def upsert(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO schedule_runs (name, last_run, last_reply) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET last_run = excluded.last_run,"
+                " last_reply = excluded.last_reply",
+                (name, at, reply),
+            )
+
+        await self._run(upsert)
+
+    # -- the two-way bridge ---------------------------------------------------------------
+
+    async def record_threads(self, numbers: Sequence[str], thread: Thread, at: float) -> None:
+        def upsert(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                "INSERT INTO threads (number, chat_id, message_id, at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(number) DO UPDATE SET chat_id = excluded.chat_id,"
+                " message_id = excluded.message_id, at = excluded.at",
+                [(n, thread.chat_id, thread.message_id, at) for n in numbers],
+            )
+
+        await self._run(upsert)
+
+    async def accept_inbound(
+        self,
+        channel: str,
+        number: str,
+        body: str,
+        digest: str,
+        *,
+        now: float,
+        duplicate_within_s: float,
+        thread_within_s: float,
+        default_chat: int,
+    ) -> bool:
+        def insert(connection: sqlite3.Connection) -> bool:
+            with connection:
+                connection.execute("BEGIN IMMEDIATE")
+                repeated = connection.execute(
+                    "SELECT 1 FROM inbound WHERE digest = ? AND received > ?",
+                    (digest, now - duplicate_within_s),
+                ).fetchone()
+                if repeated:
+                    return False
+                thread = connection.execute(
+                    "SELECT chat_id, message_id FROM threads WHERE number = ? AND at > ?",
+                    (number, now - thread_within_s),
+                ).fetchone()
+                chat_id, reply_to = thread if thread else (default_chat, None)
+                connection.execute(
+                    "INSERT INTO inbound (received, channel, number, body, digest, chat_id,"
+                    " reply_to) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (now, channel, number, body, digest, chat_id, reply_to),
+                )
+                return True
+
+        return await self._run(insert)
+
+    async def pending_inbound(self, chat_id: int | None = None) -> list[InboundMessage]:
+        sql = "SELECT id, channel, number, body, chat_id, reply_to FROM inbound"
+        sql += " WHERE posted IS NULL" + (" AND chat_id = ?" if chat_id is not None else "")
+        args = (chat_id,) if chat_id is not None else ()
+
+        def query(connection: sqlite3.Connection) -> list[InboundMessage]:
+            rows = connection.execute(sql + " ORDER BY id", args)
+            return [InboundMessage(*row) for row in rows]
+
+        return await self._run(query)
+
+    async def mark_posted(self, ids: Sequence[int], post_id: int, at: float) -> None:
+        def update(connection: sqlite3.Connection) -> None:
+            with connection:
+                connection.execute("BEGIN")
+                connection.executemany(
+                    "UPDATE inbound SET posted = ?, post_id = ?, body = NULL WHERE id = ?",
+                    [(at, post_id, row_id) for row_id in ids],
+                )
+
+        await self._run(update)
+
+    async def find_post(self, chat_id: int, post_id: int) -> PostRef | None:
+        def query(connection: sqlite3.Connection) -> PostRef | None:
+            rows = connection.execute(
+                "SELECT channel, number FROM inbound WHERE chat_id = ? AND post_id = ?",
+                (chat_id, post_id),
+            ).fetchall()
+            if not rows:
+                return None
+            return PostRef(rows[0][0], rows[0][1], merged=len(rows) > 1)
+
+        return await self._run(query)
