@@ -105,7 +105,7 @@ async def _run(config: Config) -> int:
         loop.add_signal_handler(number, on_signal, number)
     async with open_runtime(config) as runtime:
         app, frontend = build_application(config, runtime.service, runtime.http)
-        await serve(app, frontend, config, stop, runtime.metrics)
+        await serve(app, frontend, runtime, stop)
     log.info("stopped")
     return EXIT_OK
 

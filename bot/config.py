@@ -26,9 +26,18 @@ T = TypeVar("T")
 
 SECRET_ENV = {
     "telegram.token": "TELEGRAM_BOT_TOKEN",
+    "telegram.secret_token": "TELEGRAM_WEBHOOK_SECRET",
     "whatsmate.client_id": "WHATSMATE_CLIENT_ID",
     "whatsmate.client_secret": "WHATSMATE_CLIENT_SECRET",
+    "inbound.secret": "WHATSMATE_INBOUND_SECRET",
 }
+# Keys that are gone, and the one that replaced them: one line naming http.port.
+_MOVED_TO_HTTP_PORT = {
+    "metrics": "metrics.port",
+    "telegram.listen": "telegram.listen",
+    "telegram.port": "telegram.port",
+}
+INBOUND_SECRET_MIN = 16
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _EVERY = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -40,8 +49,6 @@ class TelegramConfig:
     base_url: str = "https://api.telegram.org/bot"
     base_file_url: str = "https://api.telegram.org/file/bot"
     webhook_url: str | None = None
-    listen: str = "0.0.0.0"
-    port: int = 8443
     secret_token: str | None = field(default=None, repr=False)
     messages_per_second: float = 30.0
     messages_per_minute_per_group: float = 20.0
@@ -81,6 +88,22 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The bot's one web server: /metrics, /healthz, the webhook, the inbound URLs."""
+
+    listen: str = "0.0.0.0"
+    port: int = 0  # 0: no web server
+
+
+@dataclass(frozen=True)
+class InboundConfig:
+    """The two-way bridge: WhatsMate POSTs answers to /inbound/<channel>/<secret>."""
+
+    secret: str = field(repr=False)
+    chat: int
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "json"
     level: str = "info"
@@ -97,12 +120,18 @@ class Config:
     dry_run: bool = False
     schedules: tuple[ScheduleConfig, ...] = ()
     log: LogConfig = LogConfig()
-    metrics_port: int = 0
+    http: HttpConfig = HttpConfig()
+    inbound: InboundConfig | None = None
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs, replies, exceptions or the audit."""
-        found = (self.telegram.token, self.whatsmate.client_secret, self.telegram.secret_token)
+        found = (
+            self.telegram.token,
+            self.whatsmate.client_secret,
+            self.telegram.secret_token,
+            self.inbound.secret if self.inbound else None,
+        )
         return tuple(s for s in found if s)
 
 
@@ -136,7 +165,8 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
     access = root.section("access")
     audit = root.section("audit")
     log = root.section("log")
-    metrics = root.section("metrics")
+    _reject_moved(root.raw)
+    http = root.section("http")
     api_version = whatsmate.choice("api_version", 1, (1, 3))
     config = Config(
         telegram=TelegramConfig(
@@ -144,9 +174,11 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
             base_url=telegram.url("base_url", TelegramConfig.base_url),
             base_file_url=telegram.url("base_file_url", TelegramConfig.base_file_url),
             webhook_url=telegram.optional_url("webhook_url"),
-            listen=telegram.string("listen", TelegramConfig.listen),
-            port=telegram.integer("port", TelegramConfig.port, low=1, high=65535),
-            secret_token=telegram.optional_string("secret_token"),
+            secret_token=(
+                telegram.secret("secret_token")
+                if telegram.raw.get("webhook_url")
+                else telegram.optional_string("secret_token")
+            ),
             messages_per_second=telegram.number(
                 "messages_per_second", TelegramConfig.messages_per_second
             ),
@@ -174,12 +206,46 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
             format=log.choice("format", "json", ("json", "console")),
             level=log.choice("level", "info", ("debug", "info", "warning", "error")),
         ),
-        metrics_port=metrics.integer("port", 0, low=0, high=65535),
+        http=HttpConfig(
+            listen=http.string("listen", HttpConfig.listen),
+            port=http.integer("port", 0, low=0, high=65535),
+        ),
+        inbound=_inbound(root),
     )
-    for section in (root, telegram, whatsmate, access, audit, log, metrics):
+    for section in (root, telegram, whatsmate, access, audit, log, http):
         section.reject_unknown()
-    if config.telegram.webhook_url and not config.telegram.secret_token:
-        raise ConfigError("telegram.secret_token", "required when telegram.webhook_url is set")
+    if (config.telegram.webhook_url or config.inbound) and not config.http.port:
+        what = "telegram.webhook_url" if config.telegram.webhook_url else "inbound"
+        raise ConfigError("http.port", f"a port is needed to serve {what}")
+    return config
+
+
+def _reject_moved(raw: dict[str, Any]) -> None:
+    """The keys of the old second and third servers fail with one line naming http.port."""
+    telegram = raw.get("telegram") if isinstance(raw.get("telegram"), dict) else {}
+    for path, key in _MOVED_TO_HTTP_PORT.items():
+        section, _, name = path.partition(".")
+        present = section in raw if not name else name in (telegram or {})
+        if present:
+            raise ConfigError(key, "gone: the bot's one web server listens on http.port")
+
+
+def _inbound(root: _Section) -> InboundConfig | None:
+    if root.raw.get("inbound") is None:
+        root.read.add("inbound")
+        return None
+    inbound = root.section("inbound")
+    secret = inbound.secret("secret")
+    if len(secret) < INBOUND_SECRET_MIN or not re.fullmatch(r"[A-Za-z0-9_\-]+", secret):
+        raise ConfigError(
+            "inbound.secret",
+            f"at least {INBOUND_SECRET_MIN} characters of letters, digits, - and _ "
+            "(it is part of a URL)",
+        )
+    if "chat" not in inbound.raw:
+        raise ConfigError("inbound.chat", "missing: the chat where answers are posted")
+    config = InboundConfig(secret, inbound.integer("chat", 0, low=-(2**62), high=2**62))
+    inbound.reject_unknown()
     return config
 
 

@@ -8,6 +8,9 @@ Callers catch by meaning, never by message text::
     │   └── UnknownCommand        /something the bot does not know
     ├── RecipientError            a <to> word names no number, contact or group
     ├── AttachmentError           the file of a media command could not be fetched
+    ├── InboundRejected           an inbound body the bridge refuses; .status is the
+    │                             HTTP status to answer (400, 413)
+    ├── PostFailed                Telegram did not take a bridge post: tried again later
     ├── LimitExceeded             a send breaks a documented WhatsMate limit (length,
     │                             size, a field the endpoint lacks): refused before
     │                             any call, the reply starts "Not sent:"
@@ -69,6 +72,18 @@ class RecipientError(BotError):
 
 class AttachmentError(BotError):
     """The photo, audio or document of a media command could not be downloaded."""
+
+
+class InboundRejected(BotError):
+    """An inbound body the bridge refuses; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class PostFailed(BotError):
+    """Telegram did not take a bridge post (down, flood limits): it is tried again later."""
 
 
 class LimitExceeded(BotError):

@@ -15,6 +15,7 @@ import httpx
 from tenacity.wait import wait_base
 
 from bot.audit import AuditLog
+from bot.bridge import Bridge
 from bot.commands import Channel
 from bot.config import Config
 from bot.gateway import WhatsMate
@@ -32,6 +33,7 @@ class Runtime:
     service: Service
     metrics: Metrics | None
     storage: Storage
+    bridge: Bridge | None
 
 
 def http_client(
@@ -63,7 +65,7 @@ async def open_runtime(
     backoff: wait_base | None = None,
     pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
 ) -> AsyncIterator[Runtime]:
-    metrics = Metrics() if config.metrics_port else None
+    metrics = Metrics() if config.http.port else None
     storage = SqliteStorage(config.audit_path)
     try:
         async with http_client(config, transport) as http:
@@ -94,8 +96,18 @@ async def open_runtime(
                 pdf_polling=pdf_polling,
                 **({"clock": clock} if clock else {}),
             )
+            bridge = None
+            if config.inbound is not None:
+                bridge = Bridge(
+                    storage,
+                    audit,
+                    secret=config.inbound.secret,
+                    default_chat=config.inbound.chat,
+                    address_book=config.address_book,
+                    observe=metrics.observe_inbound if metrics else None,
+                )
             try:
-                yield Runtime(config, http, audit, gateway, service, metrics, storage)
+                yield Runtime(config, http, audit, gateway, service, metrics, storage, bridge)
             finally:
                 await audit.flush()
     finally:

@@ -50,7 +50,7 @@ from bot.schedules import (
     should_post,
 )
 from bot.sends import Attachment, attachment_for, plan_send, run_send
-from bot.storage import Storage, StoredSchedule
+from bot.storage import Storage, StoredSchedule, Thread
 
 __all__ = ["NOT_ALLOWED", "ButtonResult", "Reply", "Request", "Role", "Service"]
 
@@ -79,6 +79,7 @@ class Request:
     text: str
     reply_text: str | None = None
     attachment: Attachment | None = None
+    message_id: int | None = None  # the command's message: where answers to a send land
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class _Pending:
     recipients: tuple[Recipient, ...]
     attachment: Attachment | None
     created: float
+    message_id: int | None
 
 
 CommandObserver = Callable[[str, str, float], None]
@@ -134,6 +136,7 @@ class Service:
         self._languages: tuple[float, dict[str, str]] | None = None
         self._languages_lock = asyncio.Lock()
         self._last_replies: dict[str, str] = {}
+        self._aliases = {n: alias for alias, n in config.address_book.contacts.items()}
         self.last_gateway_up: bool | None = None
 
     def attach_scheduler(self, scheduler: Scheduler) -> None:
@@ -184,7 +187,10 @@ class Service:
             result = _closed("Cancelled", "cancelled", numbers)
             self._finish(pending.identity, name, result, started)
             return ButtonResult("Cancelled.", result.reply)
-        result = await self._send(pending.parsed.command, pending.recipients, pending.attachment)
+        result = await self._send(
+            pending.identity, pending.message_id, pending.parsed.command, pending.recipients,
+            pending.attachment,
+        )  # fmt: skip
         self._finish(pending.identity, name, result, started)
         return ButtonResult(
             "Sending…" if result.reply.outcome is Outcome.OK else "Done.", result.reply
@@ -260,20 +266,18 @@ class Service:
         attachment = attachment_for(parsed, request.attachment)
         plan_send(command, recipients, self._gateway, attachment)  # limits, before anything
         if len(recipients) > self.config.confirm_over and not confirmed:
-            prompt = self._ask_confirmation(identity, parsed, recipients, attachment)
+            pending = _Pending(
+                identity, parsed, recipients, attachment, self._clock(), request.message_id
+            )
+            prompt = self._ask_confirmation(pending)
             names = tuple(r.audit_name for r in recipients)
             return Result(prompt, "awaiting confirmation", names)
-        return await self._send(command, recipients, attachment)
+        return await self._send(identity, request.message_id, command, recipients, attachment)
 
-    def _ask_confirmation(
-        self,
-        identity: _Identity,
-        parsed: c.Parsed,
-        recipients: tuple[Recipient, ...],
-        attachment: Attachment | None,
-    ) -> Reply:
+    def _ask_confirmation(self, pending: _Pending) -> Reply:
         token = secrets.token_urlsafe(8)
-        self._pending[token] = _Pending(identity, parsed, recipients, attachment, self._clock())
+        self._pending[token] = pending
+        parsed, recipients = pending.parsed, pending.recipients
         shown = ", ".join(r.written if r.group else mask(r.number) for r in recipients[:5])
         more = f" and {len(recipients) - 5} more" if len(recipients) > 5 else ""
         lines = [
@@ -287,11 +291,54 @@ class Service:
         return Reply("\n".join(lines), Outcome.PENDING, confirm=token)
 
     async def _send(
-        self, command: c.Command, recipients: tuple[Recipient, ...], attachment: Attachment | None
+        self,
+        identity: _Identity,
+        message_id: int | None,
+        command: c.Command,
+        recipients: tuple[Recipient, ...],
+        attachment: Attachment | None,
     ) -> Result:
         plan = plan_send(command, recipients, self._gateway, attachment)
         lines = await run_send(plan, self._gateway, self.config.whatsmate.max_concurrency)
+        reached = [
+            line.recipient.number
+            for line in lines
+            if line.recipient.group is None and line.outcome in (Outcome.OK, Outcome.UNKNOWN)
+        ]
+        if message_id is not None and reached:  # an answer from them lands under the command
+            thread = Thread(identity.chat_id, message_id)
+            await self._storage.record_threads(reached, thread, time.time())
         return send_result(plan.title, lines, tuple(r.audit_name for r in recipients))
+
+    async def answer_post(self, request: Request, post_id: int) -> Reply | None:
+        """A Telegram reply to a bridge post: its text goes back to that number and channel.
+
+        None when ``post_id`` is not a bridge post (the reply is not for the bot).
+        """
+        post = await self._storage.find_post(request.chat_id, post_id)
+        if post is None:
+            return None
+        started = time.perf_counter()
+        role = self.role(request.user_id, request.chat_id, request.private)
+        identity = _Identity(request.user_id, request.chat_id, role)
+        name = "wa" if post.channel == "whatsapp" else "tg"
+        if role is Role.STRANGER:
+            result = Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
+        elif post.merged:
+            text = (
+                "That post merges several messages, so a reply cannot tell whom to answer: "
+                f"use /{name} <to> <message>."
+            )
+            result = Result(Reply(text, Outcome.USAGE), "reply to a merged post")
+        elif not request.text.strip():
+            result = Result(Reply("Only a text reply goes back; nothing was sent.", Outcome.USAGE))
+        else:
+            to = self._aliases.get(post.number, post.number)
+            channel = c.Channel.WHATSAPP if name == "wa" else c.Channel.TELEGRAM
+            parsed = c.Parsed(c.SPECS[name], c.SendText(channel, to, request.text))
+            result = await self._execute(identity, parsed, request, confirmed=False)
+        self._finish(identity, f"/{name}", result, started)
+        return result.reply
 
     # -- everything that is not a send ----------------------------------------------
 

@@ -171,8 +171,8 @@ class Storage(Protocol):
         duplicate_within_s: float,
         thread_within_s: float,
         default_chat: int,
-    ) -> bool:
-        """Store a message for posting (True), or False when it repeats one just stored."""
+    ) -> int | None:
+        """Store a message for posting; the chat it goes to, or None for a repeat."""
         ...
 
     async def pending_inbound(self, chat_id: int | None = None) -> list[InboundMessage]: ...
@@ -347,8 +347,8 @@ class SqliteStorage:
         duplicate_within_s: float,
         thread_within_s: float,
         default_chat: int,
-    ) -> bool:
-        def insert(connection: sqlite3.Connection) -> bool:
+    ) -> int | None:
+        def insert(connection: sqlite3.Connection) -> int | None:
             with connection:
                 connection.execute("BEGIN IMMEDIATE")
                 repeated = connection.execute(
@@ -356,7 +356,7 @@ class SqliteStorage:
                     (digest, now - duplicate_within_s),
                 ).fetchone()
                 if repeated:
-                    return False
+                    return None
                 thread = connection.execute(
                     "SELECT chat_id, message_id FROM threads WHERE number = ? AND at > ?",
                     (number, now - thread_within_s),
@@ -367,7 +367,7 @@ class SqliteStorage:
                     " reply_to) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (now, channel, number, body, digest, chat_id, reply_to),
                 )
-                return True
+                return int(chat_id)
 
         return await self._run(insert)
 

@@ -44,14 +44,16 @@ from telegram.ext import (
 )
 
 from bot import commands
+from bot.audit import Outcome
 from bot.commands import MediaKind
 from bot.config import Config
-from bot.errors import AttachmentError
+from bot.errors import AttachmentError, PostFailed
 from bot.logs import get_logger
-from bot.metrics import Metrics, serve_metrics
 from bot.replies import split_text
+from bot.runtime import Runtime
 from bot.schedules import Schedule, cron_trigger
 from bot.service import CONFIRM_TTL_S, Reply, Request, Service
+from bot.web import Webhook, WebServer, make_app
 
 log = get_logger("bot.telegram")
 Context = ContextTypes.DEFAULT_TYPE
@@ -131,6 +133,7 @@ def to_request(message: Message, http: httpx.AsyncClient) -> Request:
     return Request(
         user_id=message.from_user.id if message.from_user else 0,
         chat_id=message.chat_id,
+        message_id=message.message_id,
         private=message.chat.type == "private",
         text=message.text or message.caption or "",
         reply_text=(replied.text or replied.caption) if replied else None,
@@ -173,13 +176,40 @@ class TelegramFrontend:
         ):
             return
         reply = await self.service.handle(to_request(message, self.http))
+        await self.answer(context, message, reply)
+
+    async def on_reply(self, update: Update, context: Context) -> None:
+        """A text reply to one of the bot's messages: a bridge post's answer goes back out."""
+        message = update.effective_message
+        if message is None:
+            return
+        replied, reply = message.reply_to_message, None
+        if replied and replied.from_user and replied.from_user.id == context.bot.id:
+            request = to_request(message, self.http)
+            reply = await self.service.answer_post(request, replied.message_id)
+        if reply is not None:
+            await self.answer(context, message, reply)
+        elif message.chat.type == "private":
+            await self.on_command(update, context)  # not a post: the usual private hint
+
+    async def answer(self, context: Context, message: Message, reply: Reply) -> None:
+        """Reply under ``message``; a confirmation prompt expires by itself."""
         sent = await self.send(context.bot, message.chat_id, reply, reply_to=message.message_id)
-        if reply.confirm and sent is not None and context.job_queue is not None:
+        if reply.confirm and sent and context.job_queue is not None:
             context.job_queue.run_once(
                 self.expire_prompt,
                 CONFIRM_TTL_S,
-                data=_PromptRef(reply.confirm, sent.chat_id, sent.id),
+                data=_PromptRef(reply.confirm, sent[-1].chat_id, sent[-1].id),
             )
+
+    async def post(self, chat_id: int, text: str, reply_to: int | None) -> int:
+        """The bridge's way into the chat: the id of the (first) message posted."""
+        assert self.app is not None
+        try:
+            sent = await self.send(self.app.bot, chat_id, Reply(text, Outcome.OK), reply_to)
+        except TelegramError as exc:
+            raise PostFailed(f"Telegram refused the post ({exc.message})") from None
+        return sent[0].id
 
     async def on_button(self, update: Update, context: Context) -> None:
         query = update.callback_query
@@ -218,30 +248,33 @@ class TelegramFrontend:
 
     async def send(
         self, bot: Bot, chat_id: int, reply: Reply, reply_to: int | None = None
-    ) -> Message | None:
-        """Post ``reply`` (split if long); returns the message carrying any buttons."""
+    ) -> list[Message]:
+        """Post ``reply`` (split if long); the last message carries any buttons."""
         parameters = (
             ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         )
         if reply.file is not None:
-            return await bot.send_document(
+            document = await bot.send_document(
                 chat_id,
                 reply.file.content,
                 filename=reply.file.filename,
                 caption=split_text(reply.text, MessageLimit.CAPTION_LENGTH)[0],
                 reply_parameters=parameters,
             )
+            return [document]
         chunks = split_text(reply.text)
-        last: Message | None = None
+        sent: list[Message] = []
         for index, chunk in enumerate(chunks):
             markup = _buttons(reply.confirm) if reply.confirm and index == len(chunks) - 1 else None
-            last = await bot.send_message(
-                chat_id,
-                chunk,
-                reply_parameters=parameters if index == 0 else None,
-                reply_markup=markup,
+            sent.append(
+                await bot.send_message(
+                    chat_id,
+                    chunk,
+                    reply_parameters=parameters if index == 0 else None,
+                    reply_markup=markup,
+                )
             )
-        return last
+        return sent
 
     async def replace(self, bot: Bot, message: Message, reply: Reply) -> None:
         """Put ``reply`` on a prompt message (buttons removed); overflow goes in new messages."""
@@ -318,21 +351,33 @@ def build_application(
     *,
     rate_limiter: BaseRateLimiter[Any] | None = None,
 ) -> tuple[App, TelegramFrontend]:
-    """The python-telegram-bot Application wired to ``service``."""
+    """The python-telegram-bot Application wired to ``service``.
+
+    In webhook mode it has no updater: the bot's own web server hands it the updates.
+    """
     frontend = TelegramFrontend(service, http)
     limiter = rate_limiter or AIORateLimiter(
         overall_max_rate=config.telegram.messages_per_second,
         group_max_rate=config.telegram.messages_per_minute_per_group,
         max_retries=5,
     )
-    app: App = (
+    builder = (
         Application.builder()
         .token(config.telegram.token)
         .base_url(config.telegram.base_url)
         .base_file_url(config.telegram.base_file_url)
         .concurrent_updates(True)
         .rate_limiter(limiter)
-        .build()
+    )
+    if config.telegram.webhook_url:
+        builder = builder.updater(None)
+    app: App = builder.build()
+    # A text reply to one of the bot's messages may answer a bridge post.
+    app.add_handler(
+        MessageHandler(
+            filters.UpdateType.MESSAGE & filters.REPLY & filters.TEXT & ~filters.Regex(r"^\s*/"),
+            frontend.on_reply,
+        )
     )
     # Commands anywhere; in a private chat every text gets an answer (a hint if not a command).
     command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
@@ -347,43 +392,71 @@ def build_application(
     return app, frontend
 
 
+ALLOWED_UPDATES = ["message", "callback_query"]
+
+
 async def serve(
-    app: App,
-    frontend: TelegramFrontend,
-    config: Config,
-    stop: asyncio.Event,
-    metrics: Metrics | None = None,
+    app: App, frontend: TelegramFrontend, runtime: Runtime, stop: asyncio.Event
 ) -> None:
-    """Run until ``stop`` is set, then finish the updates in flight and shut down."""
+    """Run until ``stop`` is set, then finish the updates in flight and shut down.
+
+    The web server (``http.port``) stops first, so no update or inbound message is
+    taken that the bot would not finish; accepted inbound messages are already stored.
+    """
+    config = runtime.config
+    telegram = config.telegram
+    role = "webhook" if telegram.webhook_url else "poller"
     async with app:
         await app.start()
         await frontend.post_init(app)
+
+        def health() -> tuple[bool, dict[str, str]]:
+            running = role == "webhook" or (app.updater is not None and app.updater.running)
+            return running and runtime.service.last_gateway_up is not False, {"role": role}
+
+        async def deliver(data: object) -> None:
+            try:
+                update = Update.de_json(data if isinstance(data, dict) else {}, app.bot)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("webhook_update_unreadable", error=type(exc).__name__)
+                return
+            await app.update_queue.put(update)
+
         server = None
-        if metrics is not None:
-
-            def healthy() -> bool:
-                running = app.updater is not None and app.updater.running
-                return running and frontend.service.last_gateway_up is not False
-
-            server = serve_metrics(metrics, healthy, config.metrics_port)
-        updater = app.updater
-        assert updater is not None
-        telegram = config.telegram
+        if config.http.port:
+            webhook = (
+                Webhook(telegram.secret_token or "", deliver) if telegram.webhook_url else None
+            )
+            server = WebServer(
+                make_app(
+                    health=health, metrics=runtime.metrics, webhook=webhook, bridge=runtime.bridge
+                ),
+                config.http.listen,
+                config.http.port,
+            )
+            await server.start()
+        poster = (
+            asyncio.create_task(runtime.bridge.run_poster(frontend.post))
+            if runtime.bridge is not None
+            else None
+        )
         if telegram.webhook_url:
-            await updater.start_webhook(
-                listen=telegram.listen,
-                port=telegram.port,
-                url_path="telegram",
-                webhook_url=telegram.webhook_url,
+            await app.bot.set_webhook(
+                telegram.webhook_url,
                 secret_token=telegram.secret_token,
+                allowed_updates=ALLOWED_UPDATES,
             )
         else:
-            await updater.start_polling(allowed_updates=["message", "callback_query"])
-        log.info("started", mode="webhook" if telegram.webhook_url else "polling")
+            assert app.updater is not None
+            await app.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+        log.info("started", mode=role)
         await stop.wait()
         log.info("stopping")
-        await updater.stop()
-        await app.stop()
         if server is not None:
-            await asyncio.to_thread(server.shutdown)
-            server.server_close()
+            await server.stop()
+        if app.updater is not None:
+            await app.updater.stop()
+        if poster is not None:
+            poster.cancel()
+            await asyncio.gather(poster, return_exceptions=True)
+        await app.stop()

@@ -128,9 +128,7 @@ class BotUnderTest:
         app, frontend = build_application(self.config, self.runtime.service, self.runtime.http)
         self._stop = asyncio.Event()
         polls = len(self.telegram.calls(wait_for))
-        self._task = asyncio.create_task(
-            serve(app, frontend, self.config, self._stop, self.runtime.metrics)
-        )
+        self._task = asyncio.create_task(serve(app, frontend, self.runtime, self._stop))
         await self.telegram.wait_for(
             lambda: len(self.telegram.calls(wait_for)) > polls or self._task.done()
         )

@@ -173,3 +173,58 @@ def test_a_whatsapp_group_with_tg_says_which_command() -> None:
     book = parse_config(v3(whatsapp_groups=V3_GROUP), ENV).address_book
     with pytest.raises(RecipientError, match="'ops' is a WhatsApp group: use /wa"):
         book.resolve("ops", Channel.TELEGRAM)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (minimal(metrics={"port": 9090}), "metrics.port"),
+        (minimal(telegram={"port": 8443}), "telegram.port"),
+        (minimal(telegram={"listen": "0.0.0.0"}), "telegram.listen"),
+    ],
+)
+def test_keys_of_the_old_servers_name_http_port(raw: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, ENV)
+    assert caught.value.key == key and "http.port" in str(caught.value)
+
+
+INBOUND = {"secret": "${WHATSMATE_INBOUND_SECRET}", "chat": -100500}
+
+
+def test_inbound_and_webhook_secrets_from_the_environment() -> None:
+    env = {**ENV, "WHATSMATE_INBOUND_SECRET": "a" * 16, "TELEGRAM_WEBHOOK_SECRET": "hook"}
+    raw = minimal(
+        http={"port": 8080},
+        inbound={"chat": -100500},
+        telegram={"webhook_url": "https://bot.example.com/telegram"},
+    )
+    config = parse_config(raw, env)
+    assert config.inbound is not None and config.inbound.secret == "a" * 16
+    assert config.telegram.secret_token == "hook"
+    assert {"a" * 16, "hook"} <= set(config.secrets)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (minimal(inbound=INBOUND), "http.port"),
+        (
+            minimal(telegram={"webhook_url": "https://b.example/t", "secret_token": "x"}),
+            "http.port",
+        ),
+        (minimal(http={"port": 1}, inbound={"secret": "short", "chat": 1}), "inbound.secret"),
+        (
+            minimal(http={"port": 1}, inbound={"secret": "x" * 15 + "/", "chat": 1}),
+            "inbound.secret",
+        ),
+        (minimal(http={"port": 1}, inbound={"secret": "x" * 16}), "inbound.chat"),
+        (minimal(http={"port": 70000}), "http.port"),
+    ],
+)
+def test_http_and_inbound_errors_name_the_key(raw: dict[str, Any], key: str) -> None:
+    assert error_key(raw, {**ENV, "WHATSMATE_INBOUND_SECRET": "s" * 16}) == key
+
+
+def test_inbound_without_a_secret_names_it() -> None:
+    assert error_key(minimal(http={"port": 1}, inbound={"chat": 1})) == "inbound.secret"

@@ -214,13 +214,14 @@ async def test_one_structured_log_event_per_command(bot: BotUnderTest) -> None:
 
 async def test_metrics_and_health(make_bot: BotUnderTest) -> None:
     port = free_port()
-    bot = await make_bot.start(metrics={"port": port})
+    bot = await make_bot.start(http={"listen": "127.0.0.1", "port": port})
     await bot.say("/wa alice hi")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         metrics = (await client.get("/metrics")).text
         assert 'whatsmate_bot_commands_total{command="/wa",outcome="ok"} 1.0' in metrics
         assert "whatsmate_bot_gateway_latency_seconds_count" in metrics
-        assert (await client.get("/healthz")).status_code == 200
+        health = await client.get("/healthz")
+        assert (health.status_code, health.json()) == (200, {"status": "ok", "role": "poller"})
         bot.whatsmate.whatsapp_status = "down"
         await bot.say("/status")
         assert (await client.get("/healthz")).status_code == 503
@@ -228,7 +229,7 @@ async def test_metrics_and_health(make_bot: BotUnderTest) -> None:
     async with httpx.AsyncClient() as client:  # stopped: the port is closed again
         try:
             await client.get(f"http://127.0.0.1:{port}/healthz")
-            raise AssertionError("metrics server still running")
+            raise AssertionError("web server still running")
         except httpx.ConnectError:
             pass
 
@@ -238,14 +239,14 @@ async def test_webhook_mode_checks_the_secret_token(make_bot: BotUnderTest) -> N
     bot = await make_bot.start(
         telegram={
             "webhook_url": "https://bot.example.com/telegram",
-            "listen": "127.0.0.1",
-            "port": port,
             "secret_token": "hook-secret-123",
         },
+        http={"listen": "127.0.0.1", "port": port},
         wait_for="/setWebhook$",
     )
     set_webhook = bot.telegram.calls("/setWebhook$")[0].body.decode()
     assert "secret_token=hook-secret-123" in set_webhook
+    assert bot.telegram.calls("/getUpdates$") == []  # webhook mode never polls
     update = {
         "update_id": 1,
         "message": {
@@ -267,6 +268,7 @@ async def test_webhook_mode_checks_the_secret_token(make_bot: BotUnderTest) -> N
             headers={"X-Telegram-Bot-Api-Secret-Token": "hook-secret-123"},
         )
         assert real.status_code == 200
+        assert (await client.get("/healthz")).json()["role"] == "webhook"
     await bot.telegram.wait_replies(1, ADMIN)
     await bot.stop()
     assert [r.text for r in bot.telegram.replies(ADMIN)] == [

@@ -1,0 +1,186 @@
+"""The two-way bridge: answers sent back on WhatsApp or Telegram come into the team chat.
+
+WhatsMate Enterprise POSTs every message a recipient sends to a URL its owner registers.
+``Bridge.accept`` checks such a body and stores it (the web server answers 200 only
+after that, so "200 means stored"); ``Bridge.run_poster`` posts what is stored, under
+the command that last paged that number when there is one, and marks it posted, which
+drops the body. Because the outbox is in ``Storage``, a message accepted while Telegram
+is down, or just before the process dies, is posted after recovery or restart.
+
+Telegram lets a bot post about 20 messages a minute in a group, so one worker per chat
+posts what waits for it: a single message as a post of its own (answerable by reply),
+several as one merged post, one line each — never dropped, never queued for minutes.
+Nothing here knows Telegram or HTTP: the web server and the Telegram front end plug in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from bot.audit import AuditEntry, AuditLog, Outcome
+from bot.errors import InboundRejected, PostFailed
+from bot.logs import get_logger
+from bot.recipients import AddressBook, clean_number, mask
+from bot.storage import InboundMessage, Storage
+
+CHANNELS = {"whatsapp": "WhatsApp", "telegram": "Telegram"}
+MAX_BODY_BYTES = 64 * 1024
+DUPLICATE_WITHIN_S = 120.0  # the same delivery again within this is posted once
+THREAD_WITHIN_S = 24 * 3600.0  # an answer within this lands under the command that paged
+log = get_logger("bot.bridge")
+
+
+Post = Callable[[int, str, int | None], Awaitable[int]]
+"""Post ``text`` in chat ``chat_id`` (as a reply to a message id, if given); returns the
+id of the message a reply to the post would answer. Raises ``PostFailed``."""
+
+InboundObserver = Callable[[str, str], None]
+"""Called with (channel, result) for every inbound request: stored, repeated, rejected."""
+
+
+@dataclass(frozen=True)
+class Composed:
+    text: str
+    reply_to: int | None
+
+
+def parse_inbound(channel: str, raw: bytes) -> tuple[str, str]:
+    """``(number, message)`` of an inbound body, or ``InboundRejected`` saying why not."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise InboundRejected(413, f"body over {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise InboundRejected(400, "body is not JSON") from None
+    if not isinstance(data, dict):
+        raise InboundRejected(400, "body is not a JSON object")
+    number = data.get("number")
+    digits = clean_number(str(number)) if isinstance(number, str | int) else None
+    if isinstance(number, bool) or digits is None:
+        raise InboundRejected(400, "number must be a phone number of 5-15 digits")
+    message = data.get("message")
+    if not isinstance(message, str) or not message.strip():
+        raise InboundRejected(400, "message must be a non-empty text")
+    return digits, message
+
+
+class Bridge:
+    """Accepts inbound messages into ``Storage`` and posts them into the chat."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        audit: AuditLog,
+        *,
+        secret: str,
+        default_chat: int,
+        address_book: AddressBook,
+        clock: Callable[[], float] = time.time,
+        observe: InboundObserver | None = None,
+    ) -> None:
+        self._storage = storage
+        self._audit = audit
+        self._secret = secret
+        self._default_chat = default_chat
+        self._aliases = {number: alias for alias, number in address_book.contacts.items()}
+        self._clock = clock
+        self._observe = observe
+        self._wake = asyncio.Event()
+        self._workers: dict[int, asyncio.Task[None]] = {}
+
+    def secret_matches(self, given: str) -> bool:
+        """Constant-time comparison of the secret part of an inbound URL."""
+        return hmac.compare_digest(given.encode(), self._secret.encode())
+
+    async def accept(self, channel: str, raw: bytes) -> None:
+        """Store one inbound message for posting; returns only once it is on disk."""
+        try:
+            number, message = parse_inbound(channel, raw)
+        except InboundRejected:
+            self._count(channel, "rejected")
+            raise
+        digest = hmac.new(
+            self._secret.encode(), f"{channel}\0{number}\0{message}".encode(), hashlib.sha256
+        ).hexdigest()
+        chat = await self._storage.accept_inbound(
+            channel,
+            number,
+            message,
+            digest,
+            now=self._clock(),
+            duplicate_within_s=DUPLICATE_WITHIN_S,
+            thread_within_s=THREAD_WITHIN_S,
+            default_chat=self._default_chat,
+        )
+        if chat is None:
+            self._count(channel, "repeated")
+            log.info("inbound_repeated", channel=channel, number=mask(number))
+            return
+        self._count(channel, "stored")
+        self._audit.record(AuditEntry(chat, 0, "inbound", (number,), Outcome.OK, CHANNELS[channel]))
+        log.info("inbound_stored", channel=channel, number=mask(number), chat=chat)
+        self._wake.set()
+
+    def _count(self, channel: str, result: str) -> None:
+        if self._observe is not None:
+            self._observe(channel, result)
+
+    # -- posting ----------------------------------------------------------------------
+
+    async def run_poster(self, post: Post) -> None:
+        """Post every stored message, now and whenever one arrives; runs until cancelled."""
+        self._wake.set()  # whatever was stored before a restart goes out first
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                for chat in {m.chat_id for m in await self._storage.pending_inbound()}:
+                    worker = self._workers.get(chat)
+                    if worker is None or worker.done():
+                        self._workers[chat] = asyncio.create_task(self._drain(chat, post))
+                        # When it ends, look again: something may have come in meanwhile.
+                        self._workers[chat].add_done_callback(lambda _: self._wake.set())
+        finally:
+            for worker in self._workers.values():
+                worker.cancel()
+            await asyncio.gather(*self._workers.values(), return_exceptions=True)
+
+    async def _drain(self, chat: int, post: Post) -> None:
+        """Post what waits for ``chat`` — merged when several wait — until nothing does."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(PostFailed),
+            wait=wait_exponential(multiplier=0.5, max=30),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                while waiting := await self._storage.pending_inbound(chat):
+                    composed = self.compose(waiting)
+                    post_id = await post(chat, composed.text, composed.reply_to)
+                    await self._storage.mark_posted([m.id for m in waiting], post_id, time.time())
+
+    def compose(self, messages: Sequence[InboundMessage]) -> Composed:
+        """One message: a post of its own, under its thread. Several: one line each."""
+        if len(messages) == 1:
+            (message,) = messages
+            head = f"{self._sender(message)} on {CHANNELS[message.channel]}:"
+            return Composed(f"{head}\n{message.body}", message.reply_to)
+        lines = [
+            f"{self._sender(m)} on {CHANNELS[m.channel]}: {' '.join(m.body.split())}"
+            for m in messages
+        ]
+        threads = {m.reply_to for m in messages}
+        reply_to = threads.pop() if len(threads) == 1 else None
+        header = f"{len(messages)} messages (answer with /wa or /tg, not by reply):"
+        return Composed("\n".join([header, *lines]), reply_to)
+
+    def _sender(self, message: InboundMessage) -> str:
+        return self._aliases.get(message.number) or mask(message.number)
