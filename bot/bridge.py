@@ -153,6 +153,11 @@ class Bridge:
                 worker.cancel()
             await asyncio.gather(*self._workers.values(), return_exceptions=True)
 
+    async def post_all(self, post: Post) -> None:
+        """Post everything stored now, chat by chat (for one-shot front ends: the demo)."""
+        for chat in sorted({m.chat_id for m in await self._storage.pending_inbound()}):
+            await self._drain(chat, post)
+
     async def _drain(self, chat: int, post: Post) -> None:
         """Post what waits for ``chat`` — merged when several wait — until nothing does."""
         retrying = AsyncRetrying(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -39,6 +42,24 @@ def assert_call(request: HttpRequest, method: str, path: str, body: object = Non
         assert request.headers[name] == value
     if body is not None:
         assert request.json() == body
+
+
+ENV = {**os.environ, "TEST_TG_TOKEN": "123456:TEST-telegram-token", "PYTHONUNBUFFERED": "1"}
+
+
+async def start_bot_process(path: Path) -> asyncio.subprocess.Process:
+    """``python -m bot run`` as a real process (stdout and stderr piped)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", "--config", str(path), env=ENV,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+def free_port() -> int:
+    """A port nothing listens on right now, on loopback."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 FAST_PDF_POLLING = PdfPolling(every_s=0.01, give_up_s=5)

@@ -135,6 +135,10 @@ class HttpServer:
         """The next requests whose path matches ``path_pattern`` get ``faults``, in order."""
         self._faults[path_pattern].extend(faults)
 
+    def clear_faults(self) -> None:
+        """Forget every scripted fault not yet consumed."""
+        self._faults.clear()
+
     def release(self) -> None:
         """Let every ``HOLD``-faulted request (held now or later) be answered."""
         self._released.set()
@@ -401,6 +405,22 @@ class Sent:
     params: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.perf_counter)
 
+    def as_message(self) -> dict[str, Any]:
+        """The bot's message as Telegram shows it inside an update (e.g. replied to)."""
+        return {
+            "message_id": self.message_id,
+            "date": int(time.time()),
+            "chat": {"id": self.chat_id, "type": "supergroup", "title": "Team"},
+            "from": {"id": BOT_ID, "is_bot": True, "first_name": "Bot"},
+            "text": self.text,
+        }
+
+    @property
+    def reply_to(self) -> int | None:
+        """The message this one was posted under, if any."""
+        parameters = self.params.get("reply_parameters") or {}
+        return int(parameters["message_id"]) if "message_id" in parameters else None
+
     @property
     def buttons(self) -> list[tuple[str, str]]:
         markup = self.params.get("reply_markup") or {}
@@ -477,13 +497,7 @@ class FakeTelegram(HttpServer):
                     "from": {"id": user, "is_bot": False, "first_name": f"user{user}"},
                     "chat_instance": "1",
                     "data": data,
-                    "message": {
-                        "message_id": sent.message_id,
-                        "date": int(time.time()),
-                        "chat": {"id": sent.chat_id, "type": "supergroup", "title": "Team"},
-                        "from": {"id": BOT_ID, "is_bot": True, "first_name": "Bot"},
-                        "text": sent.text,
-                    },
+                    "message": sent.as_message(),
                 }
             }
         )

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN, BotUnderTest
+from tests.conftest import ADMIN, ENV, BotUnderTest, start_bot_process
 from tests.fakes import HANG, delay
-
-ENV = {**os.environ, "TEST_TG_TOKEN": "123456:TEST-telegram-token", "PYTHONUNBUFFERED": "1"}
 
 
 async def run_cli(*args: str, stdin: bytes = b"", timeout: float = 60) -> tuple[int, str, str]:
@@ -103,13 +99,6 @@ async def test_check_accepts_status_endpoints_v3_does_not_offer(make_bot: BotUnd
     )
 
 
-async def start_bot_process(path: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", "--config", str(path), env=ENV,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-
-
 async def test_sigterm_finishes_commands_in_flight_then_exits_0(make_bot: BotUnderTest) -> None:
     telegram, whatsmate = make_bot.telegram, make_bot.whatsmate
     process = await start_bot_process(make_bot.write_config())
@@ -141,3 +130,11 @@ async def test_second_signal_exits_at_once(make_bot: BotUnderTest) -> None:
     process.send_signal(signal.SIGINT)
     await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 128 + signal.SIGINT
+
+
+async def test_demo_simulates_an_answer_coming_back() -> None:
+    stdin = b"/wa alice db-1 is down\n/simulate-reply alice on my way\n/simulate-reply bob hi\n"
+    code, out, err = await run_cli("demo", stdin=stdin)
+    assert code == 0, err
+    assert "bot (post under your message #1)> alice on WhatsApp:" in out
+    assert "bot (post in chat -100500)> bob on WhatsApp:\nbot (post in chat -100500)> hi" in out

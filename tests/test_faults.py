@@ -11,7 +11,7 @@ from tenacity import RetryCallState
 
 from bot.audit import Outcome
 from bot.commands import is_for_other_bot
-from tests.conftest import ADMIN, TEAM, USER, BotUnderTest
+from tests.conftest import ADMIN, TEAM, USER, BotUnderTest, free_port
 from tests.fakes import BOT_USERNAME, DROP, HANG, FakeWhatsMate, answer, delay
 
 SLOW = {"whatsmate": {"timeout_s": 0.3}}
@@ -62,12 +62,6 @@ async def test_unknown_outcome_of_one_recipient_leaves_the_others_sent(bot: BotU
         "queued",
     ]
     assert len(bot.whatsmate.calls("/whatsapp/")) == 2
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_send_that_surely_did_not_leave_is_retried(make_bot: BotUnderTest) -> None:

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import httpx
 
 from bot.schedules import Schedule, first_run_in, should_post
 from bot.storage import LastRun
-from tests.conftest import ADMIN, TEAM, USER, BotUnderTest
+from tests.conftest import ADMIN, TEAM, USER, BotUnderTest, free_port
 from tests.fakes import BOT_ID
 
 BROADCAST = "/wa alice,bob,4411112222,4411113333,4411114444,4411115555 deploy starts at 14:00"
 UP = "WhatsApp gateway: up\nTelegram gateway (instance 0): up"
 WA_DOWN = "WhatsApp gateway: down\nTelegram gateway (instance 0): up"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- schedules ----------------------------------------------------------------------
