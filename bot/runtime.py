@@ -22,6 +22,7 @@ from bot.gateway import WhatsMate
 from bot.metrics import Metrics
 from bot.service import DEFAULT_PDF_POLLING, PdfPolling, Service
 from bot.storage import SqliteStorage, Storage
+from bot.transport import AiohttpTransport
 
 
 @dataclass
@@ -39,19 +40,18 @@ class Runtime:
 def http_client(
     config: Config, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
-    """The shared client: every timeout from ``whatsmate.timeout_s``, one pool for all calls.
+    """The shared client: every timeout from ``whatsmate.timeout_s``, one pool for all calls,
+    on the bot's one network stack (aiohttp, see ``transport``).
 
     ``max_connections`` caps what all commands together have in flight (so an incident
     burst cannot overload WhatsMate); ``max_concurrency`` bounds each broadcast within it.
     """
     wa = config.whatsmate
+    limits = httpx.Limits(max_connections=wa.max_connections)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(wa.timeout_s),
-        limits=httpx.Limits(
-            max_connections=wa.max_connections,
-            max_keepalive_connections=min(wa.max_connections, max(20, wa.max_concurrency)),
-        ),
-        transport=transport,
+        limits=limits,
+        transport=transport or AiohttpTransport(limits),
         follow_redirects=False,
     )
 

@@ -42,6 +42,7 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
 from bot import commands
 from bot.audit import Outcome
@@ -53,7 +54,7 @@ from bot.replies import split_text
 from bot.runtime import Runtime
 from bot.schedules import Schedule, cron_trigger
 from bot.service import CONFIRM_TTL_S, Reply, Request, Service
-from bot.web import Webhook, WebServer, make_app
+from bot.transport import AiohttpTransport
 
 log = get_logger("bot.telegram")
 Context = ContextTypes.DEFAULT_TYPE
@@ -344,6 +345,9 @@ async def _quietly(call: Any) -> Any:
         return None
 
 
+TELEGRAM_POOL = 256  # python-telegram-bot's default connection pool for bot methods
+
+
 def build_application(
     config: Config,
     service: Service,
@@ -368,6 +372,8 @@ def build_application(
         .base_file_url(config.telegram.base_file_url)
         .concurrent_updates(True)
         .rate_limiter(limiter)
+        .request(_request(TELEGRAM_POOL))
+        .get_updates_request(_request(1))
     )
     if config.telegram.webhook_url:
         builder = builder.updater(None)
@@ -393,6 +399,14 @@ def build_application(
 
 
 ALLOWED_UPDATES = ["message", "callback_query"]
+
+
+def _request(pool: int) -> HTTPXRequest:
+    """PTB's httpx client, on the bot's one network stack (aiohttp, see ``transport``)."""
+    limits = httpx.Limits(max_connections=pool)
+    return HTTPXRequest(
+        connection_pool_size=pool, httpx_kwargs={"transport": AiohttpTransport(limits)}
+    )
 
 
 async def serve(
@@ -424,6 +438,8 @@ async def serve(
 
         server = None
         if config.http.port:
+            from bot.web import Webhook, WebServer, make_app  # aiohttp.web only when serving
+
             webhook = (
                 Webhook(telegram.secret_token or "", deliver) if telegram.webhook_url else None
             )
