@@ -126,10 +126,11 @@ async def test_a_response_streams_and_the_client_reopens_after_close(
     server: FakeWhatsMate,
 ) -> None:
     transport = AiohttpTransport()
-    async with httpx.AsyncClient(transport=transport) as http:
-        async with http.stream("GET", server.url + STATUS, headers=HEADERS) as response:
-            assert (
-                b"".join([chunk async for chunk in response.aiter_bytes()]) == b'{"status": "up"}'
-            )
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        http.stream("GET", server.url + STATUS, headers=HEADERS) as response,
+    ):
+        body = b"".join([chunk async for chunk in response.aiter_bytes()])
+    assert body == b'{"status": "up"}'
     async with httpx.AsyncClient(transport=transport) as http:  # PTB rebuilds its client
         assert (await http.get(server.url + STATUS, headers=HEADERS)).json() == {"status": "up"}
