@@ -16,6 +16,7 @@ Nothing here knows Telegram or HTTP: the web server and the Telegram front end p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -35,6 +36,8 @@ CHANNELS = {"whatsapp": "WhatsApp", "telegram": "Telegram"}
 MAX_BODY_BYTES = 64 * 1024
 DUPLICATE_WITHIN_S = 120.0  # the same delivery again within this is posted once
 THREAD_WITHIN_S = 24 * 3600.0  # an answer within this lands under the command that paged
+LEASE_S = 15.0  # a replica that takes messages to post holds them this long, renewed
+SCAN_EVERY_S = 5.0  # look for messages another replica stored (or left) this often
 log = get_logger("bot.bridge")
 
 
@@ -140,9 +143,13 @@ class Bridge:
         self._wake.set()  # whatever was stored before a restart goes out first
         try:
             while True:
-                await self._wake.wait()
+                # asyncio.timeout, not wait_for: in Python 3.11 wait_for loses a cancel
+                # that arrives as the event is set, and the poster would never stop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SCAN_EVERY_S):
+                        await self._wake.wait()
                 self._wake.clear()
-                for chat in {m.chat_id for m in await self._storage.pending_inbound()}:
+                for chat in await self._storage.waiting_chats():
                     worker = self._workers.get(chat)
                     if worker is None or worker.done():
                         self._workers[chat] = asyncio.create_task(self._drain(chat, post))
@@ -155,7 +162,7 @@ class Bridge:
 
     async def post_all(self, post: Post) -> None:
         """Post everything stored now, chat by chat (for one-shot front ends: the demo)."""
-        for chat in sorted({m.chat_id for m in await self._storage.pending_inbound()}):
+        for chat in sorted(await self._storage.waiting_chats()):
             await self._drain(chat, post)
 
     async def _drain(self, chat: int, post: Post) -> None:
@@ -167,10 +174,28 @@ class Bridge:
         )
         async for attempt in retrying:
             with attempt:
-                while waiting := await self._storage.pending_inbound(chat):
-                    composed = self.compose(waiting)
-                    post_id = await post(chat, composed.text, composed.reply_to)
-                    await self._storage.mark_posted([m.id for m in waiting], post_id, time.time())
+                while waiting := await self._storage.claim_inbound(chat, time.time(), LEASE_S):
+                    await self._post_taken(chat, waiting, post)
+
+    async def _post_taken(self, chat: int, taken: list[InboundMessage], post: Post) -> None:
+        """Post messages this replica took, holding the lease while Telegram is slow."""
+        ids = [m.id for m in taken]
+        composed = self.compose(taken)
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(LEASE_S / 3)
+                await self._storage.lease_inbound(ids, time.time() + LEASE_S)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            post_id = await post(chat, composed.text, composed.reply_to)
+        except PostFailed:
+            await self._storage.lease_inbound(ids, None)  # merged with newer ones next try
+            raise
+        finally:
+            renewing.cancel()
+        await self._storage.mark_posted(ids, post_id, time.time())
 
     def compose(self, messages: Sequence[InboundMessage]) -> Composed:
         """One message: a post of its own, under its thread. Several: one line each."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -64,10 +64,27 @@ class Attachment(Protocol):
     def filename(self) -> str: ...
 
     @property
+    def file_id(self) -> str:
+        """How the front end finds the file again (a prompt keeps only this)."""
+
+    @property
     def size(self) -> int | None:
         """The size Telegram reports, when it does (checked before downloading)."""
 
     async def download(self, destination: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """What a confirmation prompt keeps of a command's file."""
+
+    kind: c.MediaKind
+    filename: str
+    file_id: str
+    size: int | None
+
+
+AttachmentLoader = Callable[[FileRef], Attachment]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ message body in the audit.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -49,8 +50,15 @@ from bot.schedules import (
     parse_schedule_every,
     should_post,
 )
-from bot.sends import Attachment, attachment_for, plan_send, run_send
-from bot.storage import Storage, StoredSchedule, Thread
+from bot.sends import (
+    Attachment,
+    AttachmentLoader,
+    FileRef,
+    attachment_for,
+    plan_send,
+    run_send,
+)
+from bot.storage import Storage, StoredPrompt, StoredSchedule, Thread
 
 __all__ = ["NOT_ALLOWED", "ButtonResult", "Reply", "Request", "Role", "Service"]
 
@@ -82,6 +90,40 @@ class Request:
     message_id: int | None = None  # the command's message: where answers to a send land
 
 
+def request_to_json(request: Request) -> str:
+    """A request as a prompt keeps it (any replica may run it on Send): its file by
+    reference, never its bytes."""
+    attachment = request.attachment
+    file = None
+    if attachment is not None:
+        file = {
+            "kind": attachment.kind.value,
+            "filename": attachment.filename,
+            "file_id": attachment.file_id,
+            "size": attachment.size,
+        }
+    fields = {
+        "user_id": request.user_id,
+        "chat_id": request.chat_id,
+        "private": request.private,
+        "text": request.text,
+        "reply_text": request.reply_text,
+        "message_id": request.message_id,
+        "file": file,
+    }
+    return json.dumps(fields)
+
+
+def request_from_json(text: str, load: AttachmentLoader | None) -> Request:
+    data = json.loads(text)
+    file, attachment = data.pop("file"), None
+    if file is not None and load is not None:
+        attachment = load(
+            FileRef(c.MediaKind(file["kind"]), file["filename"], file["file_id"], file["size"])
+        )
+    return Request(**data, attachment=attachment)
+
+
 @dataclass(frozen=True)
 class ButtonResult:
     """The answer to a Send / Cancel press: a short toast, and the new text of the prompt."""
@@ -97,16 +139,6 @@ class _Identity:
     role: Role
 
 
-@dataclass(frozen=True)
-class _Pending:
-    identity: _Identity
-    parsed: c.Parsed
-    recipients: tuple[Recipient, ...]
-    attachment: Attachment | None
-    created: float
-    message_id: int | None
-
-
 CommandObserver = Callable[[str, str, float], None]
 
 
@@ -120,7 +152,7 @@ class Service:
         audit: AuditLog,
         *,
         storage: Storage,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         observe: CommandObserver | None = None,
         pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
     ) -> None:
@@ -132,7 +164,6 @@ class Service:
         self._clock = clock
         self._observe = observe
         self._pdf_polling = pdf_polling
-        self._pending: dict[str, _Pending] = {}
         self._languages: tuple[float, dict[str, str]] | None = None
         self._languages_lock = asyncio.Lock()
         self._last_replies: dict[str, str] = {}
@@ -158,54 +189,65 @@ class Service:
         ``confirmed`` skips the Send / Cancel prompt for large sends (``exec --yes``).
         """
         started = time.perf_counter()
-        identity = _Identity(
-            request.user_id,
-            request.chat_id,
-            self.role(request.user_id, request.chat_id, request.private),
-        )
+        identity = self._identity(request)
         name = c.command_name(request.text) or "?"
         result = await self._handle(identity, request, confirmed)
         self._finish(identity, f"/{name}", result, started)
         return result.reply
 
-    async def press(self, token: str, user_id: int, send: bool) -> ButtonResult:
-        """Send or Cancel pressed on a confirmation prompt."""
-        pending = self._pending.get(token)
-        if pending is None:
-            return ButtonResult("This was already handled or has expired.")
-        if pending.identity.user_id != user_id:
-            return ButtonResult("Only the person who asked can confirm or cancel this.")
-        del self._pending[token]  # before any await: a second press finds nothing
-        started = time.perf_counter()
-        name = f"/{pending.parsed.spec.name}"
-        numbers = tuple(r.audit_name for r in pending.recipients)
-        if self._clock() - pending.created > CONFIRM_TTL_S:
-            result = _closed("Expired after 5 minutes", "expired", numbers)
-            self._finish(pending.identity, name, result, started)
-            return ButtonResult("Expired.", result.reply)
-        if not send:
-            result = _closed("Cancelled", "cancelled", numbers)
-            self._finish(pending.identity, name, result, started)
-            return ButtonResult("Cancelled.", result.reply)
-        result = await self._send(
-            pending.identity, pending.message_id, pending.parsed.command, pending.recipients,
-            pending.attachment,
-        )  # fmt: skip
-        self._finish(pending.identity, name, result, started)
-        return ButtonResult(
-            "Sending…" if result.reply.outcome is Outcome.OK else "Done.", result.reply
-        )
+    async def press(
+        self, token: str, user_id: int, send: bool, load: AttachmentLoader | None = None
+    ) -> ButtonResult:
+        """Send or Cancel pressed on a confirmation prompt (created on any replica).
 
-    def expire(self, token: str) -> Reply | None:
+        ``load`` turns the stored reference of the command's file back into an
+        ``Attachment`` (the front end knows how to fetch it).
+        """
+        prompt = await self._storage.peek_prompt(token)
+        if prompt is not None and prompt.user_id != user_id:
+            return ButtonResult("Only the person who asked can confirm or cancel this.")
+        prompt = await self._storage.claim_prompt(token)  # of two presses, one gets it
+        if prompt is None:
+            return ButtonResult("This was already handled or has expired.")
+        started = time.perf_counter()
+        request = request_from_json(prompt.request, load)
+        identity = self._identity(request)
+        name = f"/{c.command_name(request.text) or '?'}"
+        if self._clock() - prompt.created > CONFIRM_TTL_S:
+            result = _closed("Expired after 5 minutes", "expired", self._recipient_names(request))
+            toast = "Expired."
+        elif not send:
+            result = _closed("Cancelled", "cancelled", self._recipient_names(request))
+            toast = "Cancelled."
+        else:
+            result = await self._handle(identity, request, confirmed=True)
+            toast = "Sending…" if result.reply.outcome is Outcome.OK else "Done."
+        self._finish(identity, name, result, started)
+        return ButtonResult(toast, result.reply)
+
+    async def expire(self, token: str) -> Reply | None:
         """Drop a prompt nobody answered; returns the text to put on it, or None if handled."""
-        pending = self._pending.pop(token, None)
-        if pending is None:
+        prompt = await self._storage.claim_prompt(token)
+        if prompt is None:
             return None
-        numbers = tuple(r.audit_name for r in pending.recipients)
-        result = _closed("Expired after 5 minutes", "expired", numbers)
-        name = f"/{pending.parsed.spec.name}"
-        self._finish(pending.identity, name, result, time.perf_counter())
+        request = request_from_json(prompt.request, None)
+        result = _closed("Expired after 5 minutes", "expired", self._recipient_names(request))
+        name = f"/{c.command_name(request.text) or '?'}"
+        self._finish(self._identity(request), name, result, time.perf_counter())
         return result.reply
+
+    def _identity(self, request: Request) -> _Identity:
+        role = self.role(request.user_id, request.chat_id, request.private)
+        return _Identity(request.user_id, request.chat_id, role)
+
+    def _recipient_names(self, request: Request) -> tuple[str, ...]:
+        """The audit's names for the recipients of a prompt's command (none if unreadable)."""
+        try:
+            command = c.parse(request.text, request.reply_text).command
+            to = command.to if isinstance(command, c.SEND_COMMANDS) else ""
+            return tuple(r.audit_name for r in self.config.address_book.resolve(to))
+        except (UsageError, RecipientError):
+            return ()
 
     async def start_schedules(self) -> None:
         """Start every configured and chat-added schedule; a missed slot runs once now."""
@@ -266,18 +308,17 @@ class Service:
         attachment = attachment_for(parsed, request.attachment)
         plan_send(command, recipients, self._gateway, attachment)  # limits, before anything
         if len(recipients) > self.config.confirm_over and not confirmed:
-            pending = _Pending(
-                identity, parsed, recipients, attachment, self._clock(), request.message_id
-            )
-            prompt = self._ask_confirmation(pending)
+            prompt = await self._ask_confirmation(parsed, recipients, request)
             names = tuple(r.audit_name for r in recipients)
             return Result(prompt, "awaiting confirmation", names)
         return await self._send(identity, request.message_id, command, recipients, attachment)
 
-    def _ask_confirmation(self, pending: _Pending) -> Reply:
-        token = secrets.token_urlsafe(8)
-        self._pending[token] = pending
-        parsed, recipients = pending.parsed, pending.recipients
+    async def _ask_confirmation(
+        self, parsed: c.Parsed, recipients: tuple[Recipient, ...], request: Request
+    ) -> Reply:
+        token = secrets.token_urlsafe(12)
+        stored = StoredPrompt(token, self._clock(), request.user_id, request_to_json(request))
+        await self._storage.save_prompt(stored)
         shown = ", ".join(r.written if r.group else mask(r.number) for r in recipients[:5])
         more = f" and {len(recipients) - 5} more" if len(recipients) > 5 else ""
         lines = [

@@ -65,12 +65,42 @@ CREATE TABLE IF NOT EXISTS inbound (
     chat_id INTEGER NOT NULL,
     reply_to INTEGER,
     posted REAL,
-    post_id INTEGER
+    post_id INTEGER,
+    claimed_until REAL
 );
 CREATE INDEX IF NOT EXISTS inbound_pending ON inbound (posted, chat_id, id);
 CREATE INDEX IF NOT EXISTS inbound_digest ON inbound (digest, received);
 CREATE INDEX IF NOT EXISTS inbound_post ON inbound (chat_id, post_id);
+CREATE TABLE IF NOT EXISTS prompts (
+    token TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    user_id INTEGER NOT NULL,
+    request TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedule_slots (
+    name TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (name, slot)
+);
+CREATE TABLE IF NOT EXISTS schedule_firsts (
+    name TEXT PRIMARY KEY,
+    first_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS updates (
+    update_id INTEGER PRIMARY KEY,
+    received REAL NOT NULL,
+    owner TEXT NOT NULL,
+    payload TEXT,
+    done INTEGER NOT NULL DEFAULT 0
+);
 """
+_ADDED_COLUMNS = (
+    ("audit", "job_ids", "TEXT NOT NULL DEFAULT ''"),
+    ("inbound", "claimed_until", "REAL"),
+)
+SLOTS_KEPT_S = 7 * 24 * 3600.0
+UPDATES_KEPT_S = 48 * 3600.0  # handled update ids: at least 24 hours, as promised
 
 
 class Outcome(Enum):
@@ -133,6 +163,25 @@ class InboundMessage:
 
 
 @dataclass(frozen=True)
+class StoredPrompt:
+    """A Send / Cancel prompt: who asked, when, and the request to run on Send (JSON)."""
+
+    token: str
+    created: float
+    user_id: int
+    request: str
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """An update a poller recorded before handling it, and had not finished."""
+
+    update_id: int
+    owner: str
+    payload: str
+
+
+@dataclass(frozen=True)
 class PostRef:
     """What a bridge post in the chat stands for, so a reply to it can go back."""
 
@@ -175,13 +224,56 @@ class Storage(Protocol):
         """Store a message for posting; the chat it goes to, or None for a repeat."""
         ...
 
-    async def pending_inbound(self, chat_id: int | None = None) -> list[InboundMessage]: ...
+    async def waiting_chats(self) -> set[int]:
+        """Chats that have inbound messages not yet posted."""
+        ...
+
+    async def claim_inbound(self, chat_id: int, now: float, lease_s: float) -> list[InboundMessage]:
+        """Take what waits for ``chat_id`` and is not taken (or whose taker's lease ran
+        out): no two callers, on any replica, get the same message while a lease runs."""
+        ...
+
+    async def lease_inbound(self, ids: Sequence[int], until: float | None) -> None:
+        """Extend the lease on taken messages (a slow post), or give them back (None)."""
+        ...
 
     async def mark_posted(self, ids: Sequence[int], post_id: int, at: float) -> None:
         """Posted as message ``post_id``: the bodies are dropped, the reference kept."""
         ...
 
     async def find_post(self, chat_id: int, post_id: int) -> PostRef | None: ...
+
+    async def save_prompt(self, prompt: StoredPrompt) -> None: ...
+
+    async def peek_prompt(self, token: str) -> StoredPrompt | None: ...
+
+    async def claim_prompt(self, token: str) -> StoredPrompt | None:
+        """Take the prompt away, atomically: of two presses, only one gets it."""
+        ...
+
+    async def claim_slot(self, name: str, slot: str, now: float) -> bool:
+        """True for the one caller, on any replica, that runs schedule ``name`` in ``slot``."""
+        ...
+
+    async def first_run(self, name: str, now: float) -> float:
+        """When schedule ``name`` first ran (``now`` if never): ``every`` slots count from it."""
+        ...
+
+    async def record_update(self, update_id: int, owner: str, payload: str, now: float) -> bool:
+        """Journal an update before it is handled; False when it was seen before."""
+        ...
+
+    async def finish_update(self, update_id: int) -> None:
+        """The update is handled: its payload is dropped, its id kept (dedupe)."""
+        ...
+
+    async def unfinished_updates(self, not_owner: str) -> list[JournalEntry]:
+        """Updates another replica recorded and did not finish (it died)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise unless the storage answers (for /healthz)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -200,9 +292,13 @@ class SqliteStorage:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.executescript(_SCHEMA)
-        columns = {row[1] for row in connection.execute("PRAGMA table_info(audit)")}
-        if "job_ids" not in columns:  # a file from before job ids were kept
-            connection.execute("ALTER TABLE audit ADD COLUMN job_ids TEXT NOT NULL DEFAULT ''")
+        for table, column, kind in _ADDED_COLUMNS:  # files from before these were kept
+            columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        # One process owns this file: whatever an earlier process had taken to post and
+        # did not finish (it died) is free to post again.
+        connection.execute("UPDATE inbound SET claimed_until = NULL WHERE posted IS NULL")
         self._connection = connection
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -371,16 +467,38 @@ class SqliteStorage:
 
         return await self._run(insert)
 
-    async def pending_inbound(self, chat_id: int | None = None) -> list[InboundMessage]:
-        sql = "SELECT id, channel, number, body, chat_id, reply_to FROM inbound"
-        sql += " WHERE posted IS NULL" + (" AND chat_id = ?" if chat_id is not None else "")
-        args = (chat_id,) if chat_id is not None else ()
-
-        def query(connection: sqlite3.Connection) -> list[InboundMessage]:
-            rows = connection.execute(sql + " ORDER BY id", args)
-            return [InboundMessage(*row) for row in rows]
+    async def waiting_chats(self) -> set[int]:
+        def query(connection: sqlite3.Connection) -> set[int]:
+            rows = connection.execute("SELECT DISTINCT chat_id FROM inbound WHERE posted IS NULL")
+            return {row[0] for row in rows}
 
         return await self._run(query)
+
+    async def claim_inbound(self, chat_id: int, now: float, lease_s: float) -> list[InboundMessage]:
+        def claim(connection: sqlite3.Connection) -> list[InboundMessage]:
+            with connection:
+                connection.execute("BEGIN IMMEDIATE")
+                rows = connection.execute(
+                    "SELECT id, channel, number, body, chat_id, reply_to FROM inbound"
+                    " WHERE posted IS NULL AND chat_id = ?"
+                    " AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY id",
+                    (chat_id, now),
+                ).fetchall()
+                connection.executemany(
+                    "UPDATE inbound SET claimed_until = ? WHERE id = ?",
+                    [(now + lease_s, row[0]) for row in rows],
+                )
+                return [InboundMessage(*row) for row in rows]
+
+        return await self._run(claim)
+
+    async def lease_inbound(self, ids: Sequence[int], until: float | None) -> None:
+        def update(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                "UPDATE inbound SET claimed_until = ? WHERE id = ?", [(until, i) for i in ids]
+            )
+
+        await self._run(update)
 
     async def mark_posted(self, ids: Sequence[int], post_id: int, at: float) -> None:
         def update(connection: sqlite3.Connection) -> None:
@@ -404,3 +522,103 @@ class SqliteStorage:
             return PostRef(rows[0][0], rows[0][1], merged=len(rows) > 1)
 
         return await self._run(query)
+
+    # -- confirmations, schedules across replicas, the update journal -------------------
+
+    async def save_prompt(self, prompt: StoredPrompt) -> None:
+        def insert(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO prompts (token, created, user_id, request) VALUES (?, ?, ?, ?)",
+                (prompt.token, prompt.created, prompt.user_id, prompt.request),
+            )
+
+        await self._run(insert)
+
+    async def peek_prompt(self, token: str) -> StoredPrompt | None:
+        def query(connection: sqlite3.Connection) -> StoredPrompt | None:
+            row = connection.execute(
+                "SELECT token, created, user_id, request FROM prompts WHERE token = ?", (token,)
+            ).fetchone()
+            return StoredPrompt(*row) if row else None
+
+        return await self._run(query)
+
+    async def claim_prompt(self, token: str) -> StoredPrompt | None:
+        def claim(connection: sqlite3.Connection) -> StoredPrompt | None:
+            row = connection.execute(
+                "DELETE FROM prompts WHERE token = ? RETURNING token, created, user_id, request",
+                (token,),
+            ).fetchone()
+            return StoredPrompt(*row) if row else None
+
+        return await self._run(claim)
+
+    async def claim_slot(self, name: str, slot: str, now: float) -> bool:
+        def claim(connection: sqlite3.Connection) -> bool:
+            with connection:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("DELETE FROM schedule_slots WHERE at < ?", (now - SLOTS_KEPT_S,))
+                inserted = connection.execute(
+                    "INSERT INTO schedule_slots (name, slot, at) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    (name, slot, now),
+                ).rowcount
+                return inserted > 0
+
+        return await self._run(claim)
+
+    async def first_run(self, name: str, now: float) -> float:
+        def upsert(connection: sqlite3.Connection) -> float:
+            connection.execute(
+                "INSERT INTO schedule_firsts (name, first_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (name, now),
+            )
+            row = connection.execute(
+                "SELECT first_at FROM schedule_firsts WHERE name = ?", (name,)
+            ).fetchone()
+            return float(row[0])
+
+        return await self._run(upsert)
+
+    async def record_update(self, update_id: int, owner: str, payload: str, now: float) -> bool:
+        def insert(connection: sqlite3.Connection) -> bool:
+            with connection:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute(
+                    "DELETE FROM updates WHERE received < ?", (now - UPDATES_KEPT_S,)
+                )
+                return (
+                    connection.execute(
+                        "INSERT INTO updates (update_id, received, owner, payload)"
+                        " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (update_id, now, owner, payload),
+                    ).rowcount
+                    > 0
+                )
+
+        return await self._run(insert)
+
+    async def finish_update(self, update_id: int) -> None:
+        def update(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "UPDATE updates SET done = 1, payload = NULL WHERE update_id = ?", (update_id,)
+            )
+
+        await self._run(update)
+
+    async def unfinished_updates(self, not_owner: str) -> list[JournalEntry]:
+        def query(connection: sqlite3.Connection) -> list[JournalEntry]:
+            rows = connection.execute(
+                "SELECT update_id, owner, payload FROM updates"
+                " WHERE done = 0 AND owner != ? ORDER BY update_id",
+                (not_owner,),
+            )
+            return [JournalEntry(*row) for row in rows]
+
+        return await self._run(query)
+
+    async def ping(self) -> None:
+        def query(connection: sqlite3.Connection) -> None:
+            connection.execute("SELECT 1").fetchone()
+
+        await self._run(query)

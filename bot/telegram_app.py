@@ -53,6 +53,7 @@ from bot.logs import get_logger
 from bot.replies import split_text
 from bot.runtime import Runtime
 from bot.schedules import Schedule, cron_trigger
+from bot.sends import FileRef
 from bot.service import CONFIRM_TTL_S, Reply, Request, Service
 from bot.transport import AiohttpTransport
 
@@ -217,7 +218,9 @@ class TelegramFrontend:
         if query is None or query.data is None:
             return
         _, token, action = [*query.data.split(":"), "", ""][:3]
-        result = await self.service.press(token, query.from_user.id, action == "send")
+        result = await self.service.press(
+            token, query.from_user.id, action == "send", self.load_attachment
+        )
         await _quietly(query.answer(result.toast))
         if result.reply is not None and isinstance(query.message, Message):
             await self.replace(context.bot, query.message, result.reply)
@@ -229,12 +232,19 @@ class TelegramFrontend:
             text = f"Something went wrong (error id {error_id}); it has been logged."
             await _quietly(context.bot.send_message(update.effective_chat.id, text))
 
+    def load_attachment(self, ref: FileRef) -> TelegramAttachment:
+        """A prompt's file, found again by its Telegram file id."""
+        assert self.app is not None
+        return TelegramAttachment(
+            ref.kind, ref.filename, ref.file_id, ref.size, self.app.bot, self.http
+        )
+
     async def expire_prompt(self, context: Context) -> None:
         job = context.job
         if job is None or not isinstance(job.data, _PromptRef):
             return
         token, chat_id, message_id = job.data.token, job.data.chat_id, job.data.message_id
-        reply = self.service.expire(token)
+        reply = await self.service.expire(token)
         if reply is not None:
             await _quietly(context.bot.edit_message_text(reply.text, chat_id, message_id))
 
