@@ -74,6 +74,17 @@ def first_run_in(schedule: Schedule, last: LastRun | None, now: float) -> float:
     return float(upcoming.timestamp()) - now
 
 
+def slot_of(schedule: Schedule, now: float, first_run: float) -> str:
+    """The slot a run at ``now`` belongs to: replicas that fire together share it.
+
+    ``every``: the interval counted from the schedule's first run (rounded, so a timer
+    a little early or late still lands in its own slot); cron: the minute it fired in.
+    """
+    if schedule.every_s:
+        return f"every {schedule.every_s}s #{round((now - first_run) / schedule.every_s)}"
+    return f"cron {schedule.cron} @{int(now // 60)}"
+
+
 def should_post(schedule: Schedule, previous_reply: str | None, reply: str) -> bool:
     """``notify: always`` posts every result; ``change`` the first, then only changes."""
     return schedule.notify == "always" or reply != previous_reply

@@ -49,6 +49,7 @@ from bot.schedules import (
     first_run_in,
     parse_schedule_every,
     should_post,
+    slot_of,
 )
 from bot.sends import (
     Attachment,
@@ -166,7 +167,6 @@ class Service:
         self._pdf_polling = pdf_polling
         self._languages: tuple[float, dict[str, str]] | None = None
         self._languages_lock = asyncio.Lock()
-        self._last_replies: dict[str, str] = {}
         self._aliases = {n: alias for alias, n in config.address_book.contacts.items()}
         self.last_gateway_up: bool | None = None
 
@@ -256,13 +256,19 @@ class Service:
         last_runs = await self._storage.last_runs()
         now = time.time()
         for schedule in (*self._configured(), *await self._added()):
-            last = last_runs.get(schedule.name)
-            if last is not None and last.reply is not None:
-                self._last_replies[schedule.name] = last.reply
-            self._scheduler.start(schedule, first_run_in(schedule, last, now))
+            self._scheduler.start(
+                schedule, first_run_in(schedule, last_runs.get(schedule.name), now)
+            )
 
     async def run_scheduled(self, schedule: Schedule) -> Reply | None:
-        """Run a schedule's command as admin; None when ``notify: change`` has nothing new."""
+        """Run a schedule's command as admin, once per slot across every replica.
+
+        None when another replica has this slot, or ``notify: change`` has nothing new.
+        """
+        now = time.time()
+        slot = slot_of(schedule, now, await self._storage.first_run(schedule.name, now))
+        if not await self._storage.claim_slot(schedule.name, slot, now):
+            return None
         started = time.perf_counter()
         admin = self.config.access.first_admin or 0
         identity = _Identity(admin, schedule.chat_id, Role.ADMIN)
@@ -271,10 +277,9 @@ class Service:
         name = f"{c.command_name(schedule.command) or '?'} (schedule {schedule.name})"
         self._finish(identity, f"/{name}", result, started)
         reply = result.reply
-        last = self._last_replies.get(schedule.name)
-        self._last_replies[schedule.name] = reply.text
+        last = (await self._storage.last_runs()).get(schedule.name)
         await self._storage.mark_run(schedule.name, time.time(), reply.text)
-        return reply if should_post(schedule, last, reply.text) else None
+        return reply if should_post(schedule, last.reply if last else None, reply.text) else None
 
     # -- dispatch -----------------------------------------------------------------
 

@@ -396,7 +396,8 @@ class SqliteStorage:
 
     async def remove_schedule(self, name: str) -> bool:
         def delete(connection: sqlite3.Connection) -> bool:
-            connection.execute("DELETE FROM schedule_runs WHERE name = ?", (name,))
+            for table in ("schedule_runs", "schedule_slots", "schedule_firsts"):
+                connection.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
             return connection.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount > 0
 
         return await self._run(delete)
