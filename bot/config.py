@@ -122,6 +122,7 @@ class Config:
     log: LogConfig = LogConfig()
     http: HttpConfig = HttpConfig()
     inbound: InboundConfig | None = None
+    database_url: str | None = field(default=None, repr=False)  # PostgreSQL: replicas
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -131,8 +132,15 @@ class Config:
             self.whatsmate.client_secret,
             self.telegram.secret_token,
             self.inbound.secret if self.inbound else None,
+            _password_of(self.database_url),
         )
         return tuple(s for s in found if s)
+
+
+def _password_of(url: str | None) -> str | None:
+    """The password in a database URL, which must never be logged either."""
+    match = re.match(r"[a-z]+://[^:/@]+:([^@]+)@", url or "")
+    return match[1] if match else None
 
 
 def parse_every(text: str) -> int | None:
@@ -167,6 +175,7 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
     log = root.section("log")
     _reject_moved(root.raw)
     http = root.section("http")
+    database = root.section("database")
     api_version = whatsmate.choice("api_version", 1, (1, 3))
     config = Config(
         telegram=TelegramConfig(
@@ -211,13 +220,21 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
             port=http.integer("port", 0, low=0, high=65535),
         ),
         inbound=_inbound(root),
+        database_url=_database_url(database),
     )
-    for section in (root, telegram, whatsmate, access, audit, log, http):
+    for section in (root, telegram, whatsmate, access, audit, log, http, database):
         section.reject_unknown()
     if (config.telegram.webhook_url or config.inbound) and not config.http.port:
         what = "telegram.webhook_url" if config.telegram.webhook_url else "inbound"
         raise ConfigError("http.port", f"a port is needed to serve {what}")
     return config
+
+
+def _database_url(database: _Section) -> str | None:
+    url = database.optional_string("url")
+    if url is not None and not re.match(r"postgres(ql)?://", url):
+        raise ConfigError("database.url", "expected a postgresql:// URL")
+    return url
 
 
 def _reject_moved(raw: dict[str, Any]) -> None:

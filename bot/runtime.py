@@ -1,8 +1,9 @@
 """Wire the parts together once, for every front end (Telegram, exec, check, demo).
 
-One ``httpx.AsyncClient`` (one connection pool sized for fan-out), one SQLite thread,
-one gateway, one service. Everything that is opened here is closed here, in reverse
-order, with the audit flushed last-but-one so no entry is lost on shutdown.
+One ``httpx.AsyncClient`` (one connection pool sized for fan-out), one ``Storage``
+(SQLite, or PostgreSQL for replicas), one gateway, one service. Everything that is
+opened here is closed here, in reverse order, with the audit flushed last-but-one so no
+entry is lost on shutdown.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ async def open_runtime(
     pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
 ) -> AsyncIterator[Runtime]:
     metrics = Metrics() if config.http.port else None
-    storage = SqliteStorage(config.audit_path)
+    storage = await open_storage(config)
     try:
         async with http_client(config, transport) as http:
             audit = AuditLog(storage)
@@ -111,4 +112,13 @@ async def open_runtime(
             finally:
                 await audit.flush()
     finally:
-        storage.close()
+        await storage.aclose()
+
+
+async def open_storage(config: Config) -> Storage:
+    """PostgreSQL when ``database.url`` is set (replicas), else SQLite at ``audit.path``."""
+    if config.database_url is None:
+        return SqliteStorage(config.audit_path)
+    from bot.storage_pg import PostgresStorage  # asyncpg only for teams that use it
+
+    return await PostgresStorage.connect(config.database_url)

@@ -275,7 +275,11 @@ class Storage(Protocol):
         """Raise unless the storage answers (for /healthz)."""
         ...
 
-    def close(self) -> None: ...
+    async def try_poller(self) -> bool:
+        """True while this replica is the one that polls Telegram (elected, and kept)."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class SqliteStorage:
@@ -309,14 +313,17 @@ class SqliteStorage:
         assert self._connection is not None
         return work(self._connection)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         def close(connection: sqlite3.Connection) -> None:
             connection.close()
 
         if self._connection is not None:
-            self._executor.submit(self._call, close).result()
+            await self._run(close)
             self._connection = None
         self._executor.shutdown(wait=True)
+
+    async def try_poller(self) -> bool:
+        return True  # one process owns the file: it is always the poller
 
     # -- audit ------------------------------------------------------------------------
 

@@ -7,12 +7,14 @@ import io
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import yaml
 from tenacity import wait_none
@@ -24,6 +26,7 @@ from bot.runtime import Runtime, open_runtime
 from bot.service import PdfPolling
 from bot.telegram_app import build_application, serve
 from tests.fakes import FakeTelegram, FakeWhatsMate, HttpRequest, Sent
+from tests.postgres import PostgresServer
 
 ADMIN, USER, STRANGER = 1001, 1002, 6666
 TEAM = -100500
@@ -194,6 +197,31 @@ class BotUnderTest:
         logged = self.log_text()
         assert self.telegram.token not in logged
         assert self.whatsmate.client_secret not in logged
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the whole run, on loopback (tests/postgres.py)."""
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+async def fresh_database(postgres: PostgresServer) -> str:
+    """The URL of a new, empty database on ``postgres``."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    connection = await asyncpg.connect(postgres.admin_url)
+    try:
+        await connection.execute(f"CREATE DATABASE {name}")
+    finally:
+        await connection.close()
+    return postgres.url(name)
+
+
+@pytest.fixture
+async def database_url(postgres: PostgresServer) -> str:
+    """A fresh, empty database of its own for one test."""
+    return await fresh_database(postgres)
 
 
 @pytest.fixture

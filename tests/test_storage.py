@@ -1,0 +1,153 @@
+"""``Storage``'s promises, on both backends: SQLite (embedded) and a real PostgreSQL
+(replicas). The replica promises — one claim wins, one slot runs, one poller — are
+checked with two storages on the same PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.storage import (
+    AuditEntry,
+    Outcome,
+    SqliteStorage,
+    Storage,
+    StoredPrompt,
+    StoredSchedule,
+    Thread,
+)
+from bot.storage_pg import PostgresStorage
+from tests.conftest import fresh_database
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    if request.param == "sqlite":
+        opened: Storage = SqliteStorage(tmp_path / "state.sqlite3")
+    else:
+        url = await fresh_database(request.getfixturevalue("postgres"))
+        opened = await PostgresStorage.connect(url)
+    yield opened
+    await opened.aclose()
+
+
+@pytest.fixture
+async def two_replicas(database_url: str) -> AsyncIterator[tuple[PostgresStorage, PostgresStorage]]:
+    first, second = await asyncio.gather(
+        PostgresStorage.connect(database_url), PostgresStorage.connect(database_url)
+    )  # both create the schema at once
+    yield first, second
+    await first.aclose()
+    await second.aclose()
+
+
+async def accept(storage: Storage, body: str, digest: str, now: float = NOW) -> int | None:
+    return await storage.accept_inbound(
+        "whatsapp", "4412345678", body, digest, now=now,
+        duplicate_within_s=120, thread_within_s=86400, default_chat=-1,
+    )  # fmt: skip
+
+
+async def test_audit_newest_first_and_per_user(storage: Storage) -> None:
+    entries = [
+        AuditEntry(-1, 7, "/wa", ("4412345678",), Outcome.OK, "queued", NOW, ("job-1",)),
+        AuditEntry(-1, 8, "/status", (), Outcome.ERROR, "down", NOW + 1),
+    ]
+    await storage.add_audit(entries)
+    assert await storage.recent_audit(5, None) == entries[::-1]
+    assert await storage.recent_audit(5, 7) == entries[:1]
+
+
+async def test_schedules_runs_slots(storage: Storage) -> None:
+    await storage.add_schedule(StoredSchedule("s1", -1, "10s", "/status"), 7)
+    assert await storage.added_schedules() == [StoredSchedule("s1", -1, "10s", "/status")]
+    await storage.mark_run("s1", NOW, "up")
+    await storage.mark_run("s1", NOW + 10, "down")
+    assert (await storage.last_runs())["s1"].reply == "down"
+    assert await storage.first_run("s1", NOW) == NOW
+    assert await storage.first_run("s1", NOW + 50) == NOW
+    assert await storage.claim_slot("s1", "#1", NOW)
+    assert not await storage.claim_slot("s1", "#1", NOW + 0.1)
+    assert await storage.remove_schedule("s1")
+    assert not await storage.remove_schedule("s1")
+    assert await storage.claim_slot("s1", "#1", NOW + 1)  # removed: its slots went too
+
+
+async def test_inbound_outbox_threads_and_posts(storage: Storage) -> None:
+    assert await accept(storage, "no thread yet", "d1") == -1
+    await storage.record_threads(["4412345678"], Thread(-100, 55), NOW)
+    assert await accept(storage, "under the page", "d2") == -100
+    assert await accept(storage, "under the page", "d2", NOW + 60) is None  # repeated
+    assert await storage.waiting_chats() == {-1, -100}
+    taken = await storage.claim_inbound(-100, NOW, 15)
+    assert [(m.body, m.reply_to) for m in taken] == [("under the page", 55)]
+    assert await storage.claim_inbound(-100, NOW + 1, 15) == []  # leased
+    await storage.lease_inbound([taken[0].id], None)  # given back
+    (again,) = await storage.claim_inbound(-100, NOW + 2, 15)
+    await storage.mark_posted([again.id], 901, NOW + 3)
+    assert await storage.waiting_chats() == {-1}
+    assert await storage.find_post(-100, 901) is not None
+    assert await storage.find_post(-100, 902) is None
+    assert await accept(storage, "under the page", "d2", NOW + 300) == -100  # not a repeat
+
+
+async def test_a_lease_that_ran_out_is_taken_again(storage: Storage) -> None:
+    await accept(storage, "x", "d")
+    assert len(await storage.claim_inbound(-1, NOW, 15)) == 1
+    assert len(await storage.claim_inbound(-1, NOW + 16, 15)) == 1
+
+
+async def test_prompts_are_claimed_once(storage: Storage) -> None:
+    prompt = StoredPrompt("tok", NOW, 7, '{"text": "/wa x y"}')
+    await storage.save_prompt(prompt)
+    assert await storage.peek_prompt("tok") == prompt
+    results = await asyncio.gather(*(storage.claim_prompt("tok") for _ in range(5)))
+    assert [r for r in results if r is not None] == [prompt]
+    assert await storage.peek_prompt("tok") is None
+
+
+async def test_update_journal(storage: Storage) -> None:
+    assert await storage.record_update(1, "a", '{"update_id": 1}', NOW)
+    assert not await storage.record_update(1, "b", '{"update_id": 1}', NOW)
+    assert await storage.record_update(2, "a", '{"update_id": 2}', NOW)
+    await storage.finish_update(1)
+    assert [(e.update_id, e.owner) for e in await storage.unfinished_updates("b")] == [(2, "a")]
+    assert await storage.unfinished_updates("a") == []
+    assert await storage.record_update(1, "c", "{}", NOW + 49 * 3600)  # ids kept 48 h
+    await storage.ping()
+
+
+async def test_one_claim_wins_across_replicas(
+    two_replicas: tuple[PostgresStorage, PostgresStorage],
+) -> None:
+    first, second = two_replicas
+    await first.save_prompt(StoredPrompt("tok", NOW, 7, "{}"))
+    claims = await asyncio.gather(first.claim_prompt("tok"), second.claim_prompt("tok"))
+    assert sum(c is not None for c in claims) == 1
+    slots = await asyncio.gather(
+        first.claim_slot("ping", "#3", NOW), second.claim_slot("ping", "#3", NOW)
+    )
+    assert sorted(slots) == [False, True]
+    deliveries = await asyncio.gather(accept(first, "same", "dd"), accept(second, "same", "dd"))
+    assert sorted(deliveries, key=str) == [-1, None]
+    await accept(first, "another", "de")
+    taken = await asyncio.gather(
+        first.claim_inbound(-1, NOW, 15), second.claim_inbound(-1, NOW, 15)
+    )
+    assert sorted(len(t) for t in taken) == [0, 2]
+
+
+async def test_one_poller_and_a_standby_that_takes_over(
+    two_replicas: tuple[PostgresStorage, PostgresStorage],
+) -> None:
+    first, second = two_replicas
+    assert await first.try_poller()
+    assert not await second.try_poller()
+    assert await first.try_poller()  # still held
+    await first.aclose()  # the poller goes away: its session, and the lock, with it
+    assert await second.try_poller()
