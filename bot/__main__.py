@@ -104,7 +104,7 @@ async def _run(config: Config) -> int:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal, number)
     async with open_runtime(config) as runtime:
-        app, frontend = build_application(config, runtime.service, runtime.http)
+        app, frontend = build_application(runtime)
         await serve(app, frontend, runtime, stop)
     log.info("stopped")
     return EXIT_OK

@@ -236,6 +236,40 @@ class Service:
         self._finish(self._identity(request), name, result, time.perf_counter())
         return result.reply
 
+    def may_have_sent(self, request: Request) -> bool:
+        """Whether handling ``request`` could have reached WhatsMate with a send (or a PDF
+        job): what a replica that died mid-way must not run again. Pure: no I/O."""
+        if self._identity(request).role is Role.STRANGER:
+            return False
+        try:
+            command = c.parse(request.text, request.reply_text).command
+            if isinstance(command, c.PdfToText):
+                return True
+            if not isinstance(command, c.SEND_COMMANDS):
+                return False
+            channel = command.channel if isinstance(command, c.SendText | c.SendMedia) else None
+            recipients = self.config.address_book.resolve(command.to, channel)
+        except (UsageError, RecipientError):
+            return False
+        return len(recipients) <= self.config.confirm_over  # more: it only asked to confirm
+
+    async def interrupted(self, request: Request, name: str | None = None) -> Reply:
+        """The answer to a send whose replica died handling it: outcome unknown, audited,
+        never sent again."""
+        name = name or c.command_name(request.text) or "?"
+        text = (
+            f"/{name}: outcome unknown — the bot restarted while handling it, so it may "
+            "have been delivered. Not retried: check with the recipient before sending again."
+        )
+        reply = Reply(text, Outcome.UNKNOWN)
+        result = Result(reply, "interrupted by a restart", self._recipient_names(request))
+        self._finish(self._identity(request), f"/{name}", result, time.perf_counter())
+        return reply
+
+    async def prompt_waiting(self, token: str) -> bool:
+        """True while a confirmation prompt has not been answered."""
+        return await self._storage.peek_prompt(token) is not None
+
     def _identity(self, request: Request) -> _Identity:
         role = self.role(request.user_id, request.chat_id, request.private)
         return _Identity(request.user_id, request.chat_id, role)

@@ -10,8 +10,11 @@ State lives in the ``TelegramFrontend`` object and the service, never in ``bot_d
 from __future__ import annotations
 
 import asyncio
+import json
 import mimetypes
+import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +39,12 @@ from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
+    ApplicationHandlerStop,
     BaseRateLimiter,
     CallbackQueryHandler,
     ContextTypes,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 from telegram.request import HTTPXRequest
@@ -47,14 +52,14 @@ from telegram.request import HTTPXRequest
 from bot import commands
 from bot.audit import Outcome
 from bot.commands import MediaKind
-from bot.config import Config
 from bot.errors import AttachmentError, PostFailed
 from bot.logs import get_logger
+from bot.replicas import Election, replica_id
 from bot.replies import split_text
 from bot.runtime import Runtime
 from bot.schedules import Schedule, cron_trigger
 from bot.sends import FileRef
-from bot.service import CONFIRM_TTL_S, Reply, Request, Service
+from bot.service import CONFIRM_TTL_S, Reply, Request
 from bot.transport import AiohttpTransport
 
 log = get_logger("bot.telegram")
@@ -166,10 +171,73 @@ class _PromptRef:
 class TelegramFrontend:
     """Handlers and jobs of one running bot; holds what they share explicitly."""
 
-    def __init__(self, service: Service, http: httpx.AsyncClient) -> None:
-        self.service = service
-        self.http = http
+    def __init__(self, runtime: Runtime) -> None:
+        self.service = runtime.service
+        self.http = runtime.http
+        self.storage = runtime.storage
+        self.replicated = runtime.config.database_url is not None
+        self.replica = replica_id()
         self.app: App | None = None
+        self._rerun: set[int] = set()
+
+    # -- the update journal (replicas on PostgreSQL) ------------------------------------
+
+    async def journal_start(self, update: Update, context: Context) -> None:
+        """Before any handler: record the update, or skip it if it was seen before
+        (Telegram redelivers; a load balancer may hand one update to two replicas)."""
+        if update.update_id in self._rerun:
+            return
+        payload = json.dumps(update.to_dict())
+        fresh = await self.storage.record_update(
+            update.update_id, self.replica, payload, time.time()
+        )
+        if not fresh:
+            log.info("update_seen_before", update_id=update.update_id)
+            raise ApplicationHandlerStop
+
+    async def journal_done(self, update: Update, context: Context) -> None:
+        """After every handler: the update is handled (its id is kept for dedupe)."""
+        self._rerun.discard(update.update_id)
+        await self.storage.finish_update(update.update_id)
+        log.debug("update_done", update_id=update.update_id)
+
+    async def recover(self, app: App) -> None:
+        """On becoming the poller: finish what a dead poller started. A send is answered
+        ``outcome unknown`` (never sent again); anything else runs again."""
+        for entry in await self.storage.unfinished_updates(self.replica):
+            update = Update.de_json(json.loads(entry.payload), app.bot)
+            if await self._interrupted_send(update, app.bot):
+                await self.storage.finish_update(entry.update_id)
+            else:
+                self._rerun.add(entry.update_id)
+                await app.update_queue.put(update)
+            log.info("recovered_update", update_id=entry.update_id, owner=entry.owner)
+
+    async def _interrupted_send(self, update: Update, bot: Bot) -> bool:
+        """Answer a send the dead poller may have made; False when it is safe to rerun."""
+        message, query = update.message, update.callback_query
+        if message is not None:
+            request = to_request(message, self.http)
+            replied = message.reply_to_message
+            is_post = replied is not None and await self.storage.find_post(
+                message.chat_id, replied.message_id
+            )
+            if not (self.service.may_have_sent(request) or is_post):
+                return False
+            reply = await self.service.interrupted(request, "wa" if is_post else None)
+            await self.send(bot, message.chat_id, reply, reply_to=message.message_id)
+            return True
+        if query is not None and query.data and isinstance(query.message, Message):
+            _, token, action = [*query.data.split(":"), "", ""][:3]
+            if action != "send" or await self.service.prompt_waiting(token):
+                return False  # not yet claimed: running it again sends it, once
+            prompt = query.message
+            name = re.search(r"/(\w+)", prompt.text or "")
+            request = Request(query.from_user.id, prompt.chat_id, False, prompt.text or "")
+            reply = await self.service.interrupted(request, name[1] if name else None)
+            await self.send(bot, prompt.chat_id, reply, reply_to=prompt.message_id)
+            return True
+        return False
 
     async def on_command(self, update: Update, context: Context) -> None:
         message = update.effective_message
@@ -359,17 +427,14 @@ TELEGRAM_POOL = 256  # python-telegram-bot's default connection pool for bot met
 
 
 def build_application(
-    config: Config,
-    service: Service,
-    http: httpx.AsyncClient,
-    *,
-    rate_limiter: BaseRateLimiter[Any] | None = None,
+    runtime: Runtime, *, rate_limiter: BaseRateLimiter[Any] | None = None
 ) -> tuple[App, TelegramFrontend]:
     """The python-telegram-bot Application wired to ``service``.
 
     In webhook mode it has no updater: the bot's own web server hands it the updates.
     """
-    frontend = TelegramFrontend(service, http)
+    config = runtime.config
+    frontend = TelegramFrontend(runtime)
     limiter = rate_limiter or AIORateLimiter(
         overall_max_rate=config.telegram.messages_per_second,
         group_max_rate=config.telegram.messages_per_minute_per_group,
@@ -404,6 +469,9 @@ def build_application(
         )
     )
     app.add_handler(CallbackQueryHandler(frontend.on_button, pattern=r"^confirm:"))
+    if frontend.replicated:  # every update recorded before, and marked after, handling
+        app.add_handler(TypeHandler(Update, frontend.journal_start), group=-1)
+        app.add_handler(TypeHandler(Update, frontend.journal_done), group=1)
     app.add_error_handler(frontend.on_error)
     return app, frontend
 
@@ -424,19 +492,29 @@ async def serve(
 ) -> None:
     """Run until ``stop`` is set, then finish the updates in flight and shut down.
 
-    The web server (``http.port``) stops first, so no update or inbound message is
-    taken that the bot would not finish; accepted inbound messages are already stored.
+    Polling: this replica polls while it holds the poller lock (always, on SQLite) and
+    stands by otherwise. The web server (``http.port``) stops first, so no update or
+    inbound message is taken that the bot would not finish; accepted inbound messages
+    are already stored.
     """
     config = runtime.config
     telegram = config.telegram
-    role = "webhook" if telegram.webhook_url else "poller"
+    election = Election(runtime.storage)
     async with app:
         await app.start()
         await frontend.post_init(app)
 
-        def health() -> tuple[bool, dict[str, str]]:
-            running = role == "webhook" or (app.updater is not None and app.updater.running)
-            return running and runtime.service.last_gateway_up is not False, {"role": role}
+        def role() -> str:
+            return "webhook" if telegram.webhook_url else election.role
+
+        async def health() -> tuple[bool, dict[str, str]]:
+            try:
+                await runtime.storage.ping()
+            except Exception:
+                return False, {"role": role(), "storage": "unreachable"}
+            polling = app.updater is not None and app.updater.running
+            taking = role() != "poller" or polling
+            return taking and runtime.service.last_gateway_up is not False, {"role": role()}
 
         async def deliver(data: object) -> None:
             try:
@@ -466,6 +544,19 @@ async def serve(
             if runtime.bridge is not None
             else None
         )
+        updater = app.updater
+
+        async def lead() -> None:
+            assert updater is not None
+            if frontend.replicated:
+                await frontend.recover(app)
+            await updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+
+        async def step_down() -> None:
+            assert updater is not None
+            await updater.stop()
+
+        electing = None
         if telegram.webhook_url:
             await app.bot.set_webhook(
                 telegram.webhook_url,
@@ -473,15 +564,16 @@ async def serve(
                 allowed_updates=ALLOWED_UPDATES,
             )
         else:
-            assert app.updater is not None
-            await app.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
-        log.info("started", mode=role)
+            electing = asyncio.create_task(election.run(lead, step_down, stop))
+        log.info("started", mode="webhook" if telegram.webhook_url else "polling")
         await stop.wait()
         log.info("stopping")
         if server is not None:
             await server.stop()
-        if app.updater is not None:
-            await app.updater.stop()
+        if electing is not None:
+            await electing
+        if updater is not None and updater.running:
+            await updater.stop()
         if poster is not None:
             poster.cancel()
             await asyncio.gather(poster, return_exceptions=True)

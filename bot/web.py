@@ -21,7 +21,7 @@ from bot.logs import get_logger
 from bot.metrics import Metrics
 
 log = get_logger("bot.web")
-Health = Callable[[], tuple[bool, dict[str, str]]]
+Health = Callable[[], Awaitable[tuple[bool, dict[str, str]]]]
 """Returns (healthy, details) for /healthz."""
 
 
@@ -43,7 +43,7 @@ def make_app(
     app = web.Application(client_max_size=4 * 1024 * 1024)
 
     async def healthz(request: web.Request) -> web.Response:
-        healthy, details = health()
+        healthy, details = await health()
         body = {"status": "ok" if healthy else "unhealthy", **details}
         return web.json_response(body, status=200 if healthy else 503)
 

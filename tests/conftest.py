@@ -149,7 +149,7 @@ class BotUnderTest:
                 self.config, clock=self.clock, backoff=self.backoff, pdf_polling=self.pdf_polling
             )
         )
-        app, frontend = build_application(self.config, self.runtime.service, self.runtime.http)
+        app, frontend = build_application(self.runtime)
         self._stop = asyncio.Event()
         polls = len(self.telegram.calls(wait_for))
         self._task = asyncio.create_task(serve(app, frontend, self.runtime, self._stop))

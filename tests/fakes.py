@@ -33,6 +33,7 @@ class HttpRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    tag: str = ""  # FakeTelegram: which replica asked (a /r<name> prefix of the path)
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -176,7 +177,7 @@ class HttpServer:
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:
                     await self.notify()
-                    response = await self._respond(request)
+                    response = await self._unless_client_leaves(reader, self._respond(request))
                 finally:
                     self.in_flight -= 1
                 if response is None:
@@ -193,6 +194,25 @@ class HttpServer:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+    @staticmethod
+    async def _unless_client_leaves(
+        reader: asyncio.StreamReader, answer: Awaitable[HttpResponse | None]
+    ) -> HttpResponse | None:
+        """Like a real server: a client that hangs up (or is killed) ends its request.
+
+        Clients here never pipeline, so any byte before the answer means "gone" too.
+        """
+        responding = asyncio.ensure_future(answer)
+        leaving = asyncio.ensure_future(reader.read(1))
+        await asyncio.wait({responding, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        if responding.done():
+            leaving.cancel()
+            await asyncio.gather(leaving, return_exceptions=True)  # the reader is free again
+            return responding.result()
+        responding.cancel()
+        await asyncio.gather(responding, return_exceptions=True)
+        return None
 
     async def _respond(self, request: HttpRequest) -> HttpResponse | None:
         """The answer to ``request`` after any scripted fault; None: close, no answer."""
@@ -446,6 +466,8 @@ class FakeTelegram(HttpServer):
         self._message_ids = itertools.count(1000)
         self._new_update = asyncio.Event()
         self._confirmed = 0
+        self._polling: dict[str, int] = {}  # replica tag -> getUpdates in progress
+        self.conflicts = 0  # getUpdates while another replica's was in progress (409)
 
     @property
     def base_url(self) -> str:
@@ -454,6 +476,17 @@ class FakeTelegram(HttpServer):
     @property
     def base_file_url(self) -> str:
         return f"{self.url}/file/bot"
+
+    def replica_urls(self, name: str) -> dict[str, str]:
+        """``telegram.base_url``/``base_file_url`` that tag requests as replica ``name``."""
+        return {
+            "base_url": f"{self.url}/r{name}/bot",
+            "base_file_url": f"{self.url}/r{name}/file/bot",
+        }
+
+    def pollers(self) -> set[str]:
+        """The replicas that have called getUpdates."""
+        return {r.tag for r in self.calls("/getUpdates$")}
 
     # simulated users
 
@@ -528,6 +561,8 @@ class FakeTelegram(HttpServer):
     # the Bot API
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
+        if tagged := re.match(r"/r(\w+)(/(?:file/)?bot.*)", request.path):
+            request.tag, request.path = tagged[1], tagged[2]
         if request.path.startswith(f"/file/bot{self.token}/"):
             name = request.path.rsplit("/", 1)[1]
             if name in self.files:
@@ -539,6 +574,8 @@ class FakeTelegram(HttpServer):
                 {"ok": False, "error_code": 401, "description": "Unauthorized"}, 401
             )
         method, params = match[1], _form(request)
+        if method == "getUpdates":
+            return await self._poll(request.tag, params)
         handler = getattr(self, f"api_{method}", None)
         if handler is None:
             return HttpResponse.of_json({"ok": True, "result": True})
@@ -556,6 +593,22 @@ class FakeTelegram(HttpServer):
             "can_read_all_group_messages": False,
             "supports_inline_queries": False,
         }
+
+    async def _poll(self, tag: str, params: dict[str, Any]) -> HttpResponse:
+        """Like Telegram: one getUpdates consumer per bot; a second one gets 409."""
+        if any(n for other, n in self._polling.items() if other != tag):
+            self.conflicts += 1
+            conflict = "Conflict: terminated by other getUpdates request"
+            return HttpResponse.of_json(
+                {"ok": False, "error_code": 409, "description": conflict}, 409
+            )
+        self._polling[tag] = self._polling.get(tag, 0) + 1
+        try:
+            result = await self.api_getUpdates(params)
+        finally:
+            self._polling[tag] -= 1
+        await self.notify()
+        return HttpResponse.of_json({"ok": True, "result": result})
 
     async def api_getUpdates(self, params: dict[str, Any]) -> Any:
         # Like Telegram: asking with offset N confirms (forgets) every update before N.
