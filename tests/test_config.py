@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bot.commands import Channel
 from bot.config import load_config, parse_config
@@ -228,3 +229,24 @@ def test_http_and_inbound_errors_name_the_key(raw: dict[str, Any], key: str) -> 
 
 def test_inbound_without_a_secret_names_it() -> None:
     assert error_key(minimal(http={"port": 1}, inbound={"chat": 1})) == "inbound.secret"
+
+
+def test_database_url_and_its_password_is_a_secret() -> None:
+    raw = minimal(database={"url": "postgresql://bot:pa55word@db.internal:5432/whatsmate"})
+    config = parse_config(raw, ENV)
+    assert config.database_url == "postgresql://bot:pa55word@db.internal:5432/whatsmate"
+    assert "pa55word" in config.secrets
+    assert error_key(minimal(database={"url": "mysql://db/x"})) == "database.url"
+    assert error_key(minimal(database={"uri": "postgresql://db/x"})) == "database.uri"
+
+
+def test_the_compose_file_runs_two_replicas_on_one_database() -> None:
+    compose = yaml.safe_load(Path("deploy/compose.yaml").read_text())
+    bots = {name: s for name, s in compose["services"].items() if name.startswith("bot-")}
+    assert len(bots) == 2 and "db" in compose["services"]
+    for service in bots.values():
+        assert service["environment"]["DATABASE_URL"].endswith("@db:5432/whatsmate")
+        assert service["volumes"] == ["./config.yaml:/app/config.yaml:ro"]
+    env = {**ENV, "DATABASE_URL": "postgresql://whatsmate:x@db:5432/whatsmate"}
+    config = load_config(Path("deploy/config.yaml"), env)
+    assert config.database_url == env["DATABASE_URL"] and config.http.port == 8080
