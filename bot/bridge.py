@@ -30,7 +30,7 @@ from bot.audit import AuditEntry, AuditLog, Outcome
 from bot.errors import InboundRejected, PostFailed
 from bot.logs import get_logger
 from bot.recipients import AddressBook, clean_number, mask
-from bot.storage import InboundMessage, Storage
+from bot.storage import Arrival, InboundMessage, Storage
 
 CHANNELS = {"whatsapp": "WhatsApp", "telegram": "Telegram"}
 MAX_BODY_BYTES = 64 * 1024
@@ -113,15 +113,18 @@ class Bridge:
         digest = hmac.new(
             self._secret.encode(), f"{channel}\0{number}\0{message}".encode(), hashlib.sha256
         ).hexdigest()
+        now = self._clock()
         chat = await self._storage.accept_inbound(
-            channel,
-            number,
-            message,
-            digest,
-            now=self._clock(),
-            duplicate_within_s=DUPLICATE_WITHIN_S,
-            thread_within_s=THREAD_WITHIN_S,
-            default_chat=self._default_chat,
+            Arrival(
+                channel,
+                number,
+                message,
+                digest,
+                received=now,
+                repeat_after=now - DUPLICATE_WITHIN_S,
+                thread_after=now - THREAD_WITHIN_S,
+                default_chat=self._default_chat,
+            )
         )
         if chat is None:
             self._count(channel, "repeated")

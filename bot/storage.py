@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -126,6 +126,52 @@ class AuditEntry:
     job_ids: tuple[str, ...] = ()  # WhatsMate's ids of the jobs a v3 send or /pdf created
 
 
+AUDIT_COLUMNS = "at, chat_id, user_id, command, recipients, outcome, detail, job_ids"
+
+
+def audit_row(entry: AuditEntry) -> tuple[object, ...]:
+    """An entry as the audit table's columns (``AUDIT_COLUMNS``, in order)."""
+    return (
+        entry.at,
+        entry.chat_id,
+        entry.user_id,
+        entry.command,
+        ",".join(entry.recipients),
+        entry.outcome.value,
+        entry.detail,
+        ",".join(entry.job_ids),
+    )
+
+
+def audit_entry(row: Iterable[Any]) -> AuditEntry:
+    """The entry of an audit row read as ``SELECT {AUDIT_COLUMNS}``."""
+    at, chat_id, user_id, command, recipients, outcome, detail, job_ids = row
+    return AuditEntry(
+        chat_id,
+        user_id,
+        command,
+        tuple(filter(None, recipients.split(","))),
+        Outcome(outcome),
+        detail,
+        at,
+        tuple(filter(None, job_ids.split(","))),
+    )
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """An inbound message to store, and the windows that decide where it goes."""
+
+    channel: str
+    number: str
+    body: str
+    digest: str  # the same delivery again has the same digest
+    received: float
+    repeat_after: float  # a same digest received after this is a repeat
+    thread_after: float  # a command that sent to the number after this is its thread
+    default_chat: int
+
+
 @dataclass(frozen=True)
 class StoredSchedule:
     """A schedule added from the chat with ``/schedule add``."""
@@ -209,18 +255,7 @@ class Storage(Protocol):
 
     async def record_threads(self, numbers: Sequence[str], thread: Thread, at: float) -> None: ...
 
-    async def accept_inbound(
-        self,
-        channel: str,
-        number: str,
-        body: str,
-        digest: str,
-        *,
-        now: float,
-        duplicate_within_s: float,
-        thread_within_s: float,
-        default_chat: int,
-    ) -> int | None:
+    async def accept_inbound(self, arrival: Arrival) -> int | None:
         """Store a message for posting; the chat it goes to, or None for a repeat."""
         ...
 
@@ -328,35 +363,19 @@ class SqliteStorage:
     # -- audit ------------------------------------------------------------------------
 
     async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
-        rows = [
-            (
-                e.at,
-                e.chat_id,
-                e.user_id,
-                e.command,
-                ",".join(e.recipients),
-                e.outcome.value,
-                e.detail,
-                ",".join(e.job_ids),
-            )
-            for e in entries
-        ]
+        rows = [audit_row(e) for e in entries]
 
         def insert(connection: sqlite3.Connection) -> None:
             with connection:
                 connection.execute("BEGIN")
                 connection.executemany(
-                    "INSERT INTO audit (at, chat_id, user_id, command, recipients, outcome,"
-                    " detail, job_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
+                    f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
                 )
 
         await self._run(insert)
 
     async def recent_audit(self, count: int, user_id: int | None) -> list[AuditEntry]:
-        sql = (
-            "SELECT at, chat_id, user_id, command, recipients, outcome, detail, job_ids FROM audit"
-        )
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit"
         args: tuple[int, ...] = (count,)
         if user_id is not None:
             sql += " WHERE user_id = ?"
@@ -364,19 +383,7 @@ class SqliteStorage:
 
         def query(connection: sqlite3.Connection) -> list[AuditEntry]:
             rows = connection.execute(sql + " ORDER BY id DESC LIMIT ?", args).fetchall()
-            return [
-                AuditEntry(
-                    chat_id=row[1],
-                    user_id=row[2],
-                    command=row[3],
-                    recipients=tuple(filter(None, row[4].split(","))),
-                    outcome=Outcome(row[5]),
-                    detail=row[6],
-                    at=row[0],
-                    job_ids=tuple(filter(None, row[7].split(","))),
-                )
-                for row in rows
-            ]
+            return [audit_entry(row) for row in rows]
 
         return await self._run(query)
 
@@ -440,37 +447,27 @@ class SqliteStorage:
 
         await self._run(upsert)
 
-    async def accept_inbound(
-        self,
-        channel: str,
-        number: str,
-        body: str,
-        digest: str,
-        *,
-        now: float,
-        duplicate_within_s: float,
-        thread_within_s: float,
-        default_chat: int,
-    ) -> int | None:
+    async def accept_inbound(self, arrival: Arrival) -> int | None:
         def insert(connection: sqlite3.Connection) -> int | None:
             with connection:
                 connection.execute("BEGIN IMMEDIATE")
                 repeated = connection.execute(
                     "SELECT 1 FROM inbound WHERE digest = ? AND received > ?",
-                    (digest, now - duplicate_within_s),
+                    (arrival.digest, arrival.repeat_after),
                 ).fetchone()
                 if repeated:
                     return None
                 thread = connection.execute(
                     "SELECT chat_id, message_id FROM threads WHERE number = ? AND at > ?",
-                    (number, now - thread_within_s),
+                    (arrival.number, arrival.thread_after),
                 ).fetchone()
-                chat_id, reply_to = thread if thread else (default_chat, None)
+                chat_id, reply_to = thread if thread else (arrival.default_chat, None)
                 connection.execute(
                     "INSERT INTO inbound (received, channel, number, body, digest, chat_id,"
                     " reply_to) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (now, channel, number, body, digest, chat_id, reply_to),
-                )
+                    (arrival.received, arrival.channel, arrival.number, arrival.body,
+                     arrival.digest, chat_id, reply_to),
+                )  # fmt: skip
                 return int(chat_id)
 
         return await self._run(insert)

@@ -18,17 +18,20 @@ from collections.abc import Sequence
 import asyncpg
 
 from bot.storage import (
+    AUDIT_COLUMNS,
     SLOTS_KEPT_S,
     UPDATES_KEPT_S,
+    Arrival,
     AuditEntry,
     InboundMessage,
     JournalEntry,
     LastRun,
-    Outcome,
     PostRef,
     StoredPrompt,
     StoredSchedule,
     Thread,
+    audit_entry,
+    audit_row,
 )
 
 SCHEMA_LOCK = 0x57_4D_42_31  # advisory lock ids: "WMB1" — schema creation
@@ -176,45 +179,18 @@ class PostgresStorage:
 
     async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
         await self._pool.executemany(
-            "INSERT INTO audit (at, chat_id, user_id, command, recipients, outcome, detail,"
-            " job_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            [
-                (
-                    e.at,
-                    e.chat_id,
-                    e.user_id,
-                    e.command,
-                    ",".join(e.recipients),
-                    e.outcome.value,
-                    e.detail,
-                    ",".join(e.job_ids),
-                )
-                for e in entries
-            ],
+            f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [audit_row(e) for e in entries],
         )
 
     async def recent_audit(self, count: int, user_id: int | None) -> list[AuditEntry]:
-        sql = (
-            "SELECT at, chat_id, user_id, command, recipients, outcome, detail, job_ids FROM audit"
-        )
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit"
         args: tuple[int, ...] = (count,)
         if user_id is not None:
             sql += " WHERE user_id = $2"
             args = (count, user_id)
         rows = await self._pool.fetch(sql + " ORDER BY id DESC LIMIT $1", *args)
-        return [
-            AuditEntry(
-                chat_id=row["chat_id"],
-                user_id=row["user_id"],
-                command=row["command"],
-                recipients=tuple(filter(None, row["recipients"].split(","))),
-                outcome=Outcome(row["outcome"]),
-                detail=row["detail"],
-                at=row["at"],
-                job_ids=tuple(filter(None, row["job_ids"].split(","))),
-            )
-            for row in rows
-        ]
+        return [audit_entry(row) for row in rows]
 
     # -- schedules --------------------------------------------------------------------------
 
@@ -289,45 +265,29 @@ class PostgresStorage:
             [(n, thread.chat_id, thread.message_id, at) for n in numbers],
         )
 
-    async def accept_inbound(
-        self,
-        channel: str,
-        number: str,
-        body: str,
-        digest: str,
-        *,
-        now: float,
-        duplicate_within_s: float,
-        thread_within_s: float,
-        default_chat: int,
-    ) -> int | None:
+    async def accept_inbound(self, arrival: Arrival) -> int | None:
         async with self._pool.acquire() as connection, connection.transaction():
             # Two replicas given the same delivery at once: one stores it, one sees it.
-            await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", digest)
+            await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", arrival.digest)
             repeated = await connection.fetchval(
                 "SELECT 1 FROM inbound WHERE digest = $1 AND received > $2",
-                digest,
-                now - duplicate_within_s,
+                arrival.digest,
+                arrival.repeat_after,
             )
             if repeated:
                 return None
             thread = await connection.fetchrow(
                 "SELECT chat_id, message_id FROM threads WHERE number = $1 AND at > $2",
-                number,
-                now - thread_within_s,
+                arrival.number,
+                arrival.thread_after,
             )
-            chat_id, reply_to = (thread[0], thread[1]) if thread else (default_chat, None)
+            chat_id, reply_to = (thread[0], thread[1]) if thread else (arrival.default_chat, None)
             await connection.execute(
                 "INSERT INTO inbound (received, channel, number, body, digest, chat_id,"
                 " reply_to) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                now,
-                channel,
-                number,
-                body,
-                digest,
-                chat_id,
-                reply_to,
-            )
+                arrival.received, arrival.channel, arrival.number, arrival.body,
+                arrival.digest, chat_id, reply_to,
+            )  # fmt: skip
             return int(chat_id)
 
     async def waiting_chats(self) -> set[int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.storage import (
+    Arrival,
     AuditEntry,
     Outcome,
     SqliteStorage,
@@ -47,10 +48,8 @@ async def two_replicas(database_url: str) -> AsyncIterator[tuple[PostgresStorage
 
 
 async def accept(storage: Storage, body: str, digest: str, now: float = NOW) -> int | None:
-    return await storage.accept_inbound(
-        "whatsapp", "4412345678", body, digest, now=now,
-        duplicate_within_s=120, thread_within_s=86400, default_chat=-1,
-    )  # fmt: skip
+    arrival = Arrival("whatsapp", "4412345678", body, digest, now, now - 120, now - 86400, -1)
+    return await storage.accept_inbound(arrival)
 
 
 async def test_audit_newest_first_and_per_user(storage: Storage) -> None:
