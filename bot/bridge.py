@@ -55,7 +55,7 @@ class Composed:
     reply_to: int | None
 
 
-def parse_inbound(channel: str, raw: bytes) -> tuple[str, str]:
+def parse_inbound(raw: bytes) -> tuple[str, str]:
     """``(number, message)`` of an inbound body, or ``InboundRejected`` saying why not."""
     if len(raw) > MAX_BODY_BYTES:
         raise InboundRejected(413, f"body over {MAX_BODY_BYTES} bytes")
@@ -93,7 +93,7 @@ class Bridge:
         self._audit = audit
         self._secret = secret
         self._default_chat = default_chat
-        self._aliases = {number: alias for alias, number in address_book.contacts.items()}
+        self._address_book = address_book
         self._clock = clock
         self._observe = observe
         self._wake = asyncio.Event()
@@ -106,7 +106,7 @@ class Bridge:
     async def accept(self, channel: str, raw: bytes) -> None:
         """Store one inbound message for posting; returns only once it is on disk."""
         try:
-            number, message = parse_inbound(channel, raw)
+            number, message = parse_inbound(raw)
         except InboundRejected:
             self._count(channel, "rejected")
             raise
@@ -216,4 +216,4 @@ class Bridge:
         return Composed("\n".join([header, *lines]), reply_to)
 
     def _sender(self, message: InboundMessage) -> str:
-        return self._aliases.get(message.number) or mask(message.number)
+        return self._address_book.alias_of(message.number) or mask(message.number)

@@ -128,6 +128,7 @@ Command = (
     | ScheduleAdd
     | ScheduleRemove
 )
+SendCommand = SendText | SendLocation | SendMedia
 SEND_COMMANDS = (SendText, SendLocation, SendMedia)
 HISTORY_MAX = 50
 

@@ -94,6 +94,11 @@ class Route:
     def takes(self, name: str) -> bool:
         return name in self.fields or f"{name}?" in self.fields
 
+    @property
+    def channel(self) -> Channel:
+        """Whose instance number ``{i}`` is: WhatsMate paths read /v<n>/<channel>/..."""
+        return Channel.WHATSAPP if self.path.split("/")[2] == "whatsapp" else Channel.TELEGRAM
+
 
 RouteKey = tuple[Channel, Target, Content]
 WA, TG = Channel.WHATSAPP, Channel.TELEGRAM
@@ -390,8 +395,7 @@ class WhatsMate:
             for name in route.fields
             if name not in MEDIA_FIELDS and (values[name.rstrip("?")] or not name.endswith("?"))
         }
-        channel = WA if "/whatsapp/" in route.path else TG
-        path = route.path.replace("{i}", str(self._instances[channel]))
+        path = route.path.replace("{i}", str(self._instances[route.channel]))
         return Call("POST", path, payload, route.media_field, outgoing.media, template=route.path)
 
     # -- status ---------------------------------------------------------------------

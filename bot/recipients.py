@@ -80,6 +80,10 @@ class AddressBook:
     groups: Mapping[str, Sequence[str]]
     gateway_groups: Mapping[Channel, Mapping[str, GatewayGroup]] = field(default_factory=dict)
 
+    def alias_of(self, number: str) -> str | None:
+        """The contact alias of ``number``, if it has one (the first in the config)."""
+        return next((alias for alias, n in self.contacts.items() if n == number), None)
+
     def resolve(self, to: str, channel: Channel | None = None) -> tuple[Recipient, ...]:
         """All recipients named by one ``<to>`` word, each once, in order given.
 

@@ -55,6 +55,7 @@ from bot.sends import (
     Attachment,
     AttachmentLoader,
     FileRef,
+    SendPlan,
     attachment_for,
     plan_send,
     run_send,
@@ -167,7 +168,6 @@ class Service:
         self._pdf_polling = pdf_polling
         self._languages: tuple[float, dict[str, str]] | None = None
         self._languages_lock = asyncio.Lock()
-        self._aliases = {n: alias for alias, n in config.address_book.contacts.items()}
         self.last_gateway_up: bool | None = None
 
     def attach_scheduler(self, scheduler: Scheduler) -> None:
@@ -242,13 +242,12 @@ class Service:
         if self._identity(request).role is Role.STRANGER:
             return False
         try:
-            command = c.parse(request.text, request.reply_text).command
+            command = self._parse(request).command
             if isinstance(command, c.PdfToText):
                 return True
             if not isinstance(command, c.SEND_COMMANDS):
                 return False
-            channel = command.channel if isinstance(command, c.SendText | c.SendMedia) else None
-            recipients = self.config.address_book.resolve(command.to, channel)
+            recipients = self._recipients(command)
         except (UsageError, RecipientError):
             return False
         return len(recipients) <= self.config.confirm_over  # more: it only asked to confirm
@@ -274,12 +273,24 @@ class Service:
         role = self.role(request.user_id, request.chat_id, request.private)
         return _Identity(request.user_id, request.chat_id, role)
 
+    def _parse(self, request: Request) -> c.Parsed:
+        attached = request.attachment.kind if request.attachment else None
+        return c.parse(request.text, request.reply_text, attached)
+
+    def _recipients(
+        self, command: c.SendText | c.SendLocation | c.SendMedia
+    ) -> tuple[Recipient, ...]:
+        """Who a send goes to: numbers, contacts, groups, and the channel's gateway groups."""
+        channel = command.channel if isinstance(command, c.SendText | c.SendMedia) else None
+        return self.config.address_book.resolve(command.to, channel or c.Channel.TELEGRAM)
+
     def _recipient_names(self, request: Request) -> tuple[str, ...]:
-        """The audit's names for the recipients of a prompt's command (none if unreadable)."""
+        """The audit's names for the recipients of a request's send (none if unreadable)."""
         try:
-            command = c.parse(request.text, request.reply_text).command
-            to = command.to if isinstance(command, c.SEND_COMMANDS) else ""
-            return tuple(r.audit_name for r in self.config.address_book.resolve(to))
+            command = self._parse(request).command
+            if not isinstance(command, c.SEND_COMMANDS):
+                return ()
+            return tuple(r.audit_name for r in self._recipients(command))
         except (UsageError, RecipientError):
             return ()
 
@@ -321,8 +332,7 @@ class Service:
         if identity.role is Role.STRANGER:
             return Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
         try:
-            attached = request.attachment.kind if request.attachment else None
-            parsed = c.parse(request.text, request.reply_text, attached)
+            parsed = self._parse(request)
             if parsed.spec.access is c.Access.ADMIN and identity.role is not Role.ADMIN:
                 return Result(Reply(NOT_ALLOWED, Outcome.DENIED), "admin only")
             return await self._execute(identity, parsed, request, confirmed)
@@ -342,15 +352,14 @@ class Service:
         command = parsed.command
         if not isinstance(command, c.SEND_COMMANDS):
             return await self._query(identity, command)
-        channel = command.channel if isinstance(command, c.SendText | c.SendMedia) else None
-        recipients = self.config.address_book.resolve(command.to, channel or c.Channel.TELEGRAM)
+        recipients = self._recipients(command)
         attachment = attachment_for(parsed, request.attachment)
-        plan_send(command, recipients, self._gateway, attachment)  # limits, before anything
+        plan = plan_send(command, recipients, self._gateway, attachment)  # limits: before all
         if len(recipients) > self.config.confirm_over and not confirmed:
             prompt = await self._ask_confirmation(parsed, recipients, request)
             names = tuple(r.audit_name for r in recipients)
             return Result(prompt, "awaiting confirmation", names)
-        return await self._send(identity, request.message_id, command, recipients, attachment)
+        return await self._send(identity, request.message_id, plan, recipients)
 
     async def _ask_confirmation(
         self, parsed: c.Parsed, recipients: tuple[Recipient, ...], request: Request
@@ -374,11 +383,9 @@ class Service:
         self,
         identity: _Identity,
         message_id: int | None,
-        command: c.Command,
+        plan: SendPlan,
         recipients: tuple[Recipient, ...],
-        attachment: Attachment | None,
     ) -> Result:
-        plan = plan_send(command, recipients, self._gateway, attachment)
         lines = await run_send(plan, self._gateway, self.config.whatsmate.max_concurrency)
         reached = [
             line.recipient.number
@@ -399,10 +406,9 @@ class Service:
         if post is None:
             return None
         started = time.perf_counter()
-        role = self.role(request.user_id, request.chat_id, request.private)
-        identity = _Identity(request.user_id, request.chat_id, role)
+        identity = self._identity(request)
         name = "wa" if post.channel == "whatsapp" else "tg"
-        if role is Role.STRANGER:
+        if identity.role is Role.STRANGER:
             result = Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
         elif post.merged:
             text = (
@@ -413,7 +419,7 @@ class Service:
         elif not request.text.strip():
             result = Result(Reply("Only a text reply goes back; nothing was sent.", Outcome.USAGE))
         else:
-            to = self._aliases.get(post.number, post.number)
+            to = self.config.address_book.alias_of(post.number) or post.number
             channel = c.Channel.WHATSAPP if name == "wa" else c.Channel.TELEGRAM
             parsed = c.Parsed(c.SPECS[name], c.SendText(channel, to, request.text))
             result = await self._execute(identity, parsed, request, confirmed=False)

@@ -100,6 +100,7 @@ _ADDED_COLUMNS = (
     ("inbound", "claimed_until", "REAL"),
 )
 SLOTS_KEPT_S = 7 * 24 * 3600.0
+PROMPTS_KEPT_S = 3600.0  # a prompt expires after 5 minutes; its text goes within the hour
 UPDATES_KEPT_S = 48 * 3600.0  # handled update ids: at least 24 hours, as promised
 
 
@@ -278,7 +279,9 @@ class Storage(Protocol):
 
     async def find_post(self, chat_id: int, post_id: int) -> PostRef | None: ...
 
-    async def save_prompt(self, prompt: StoredPrompt) -> None: ...
+    async def save_prompt(self, prompt: StoredPrompt) -> None:
+        """Keep a prompt until it is claimed; prompts left over an hour are dropped."""
+        ...
 
     async def peek_prompt(self, token: str) -> StoredPrompt | None: ...
 
@@ -330,6 +333,7 @@ class SqliteStorage:
         connection = sqlite3.connect(path, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA secure_delete=ON")  # a dropped message body is overwritten
         connection.executescript(_SCHEMA)
         for table, column, kind in _ADDED_COLUMNS:  # files from before these were kept
             columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
@@ -532,6 +536,8 @@ class SqliteStorage:
 
     async def save_prompt(self, prompt: StoredPrompt) -> None:
         def insert(connection: sqlite3.Connection) -> None:
+            stale = prompt.created - PROMPTS_KEPT_S  # never answered, never expired (a crash)
+            connection.execute("DELETE FROM prompts WHERE created < ?", (stale,))
             connection.execute(
                 "INSERT INTO prompts (token, created, user_id, request) VALUES (?, ?, ?, ?)",
                 (prompt.token, prompt.created, prompt.user_id, prompt.request),

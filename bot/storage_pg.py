@@ -19,6 +19,7 @@ import asyncpg
 
 from bot.storage import (
     AUDIT_COLUMNS,
+    PROMPTS_KEPT_S,
     SLOTS_KEPT_S,
     UPDATES_KEPT_S,
     Arrival,
@@ -334,13 +335,16 @@ class PostgresStorage:
     # -- confirmations, the update journal -------------------------------------------------
 
     async def save_prompt(self, prompt: StoredPrompt) -> None:
-        await self._pool.execute(
-            "INSERT INTO prompts (token, created, user_id, request) VALUES ($1, $2, $3, $4)",
-            prompt.token,
-            prompt.created,
-            prompt.user_id,
-            prompt.request,
-        )
+        async with self._pool.acquire() as connection, connection.transaction():
+            stale = prompt.created - PROMPTS_KEPT_S  # never answered, never expired (a crash)
+            await connection.execute("DELETE FROM prompts WHERE created < $1", stale)
+            await connection.execute(
+                "INSERT INTO prompts (token, created, user_id, request) VALUES ($1, $2, $3, $4)",
+                prompt.token,
+                prompt.created,
+                prompt.user_id,
+                prompt.request,
+            )
 
     async def peek_prompt(self, token: str) -> StoredPrompt | None:
         row = await self._pool.fetchrow(

@@ -219,12 +219,11 @@ class TelegramFrontend:
         if message is not None:
             request = to_request(message, self.http)
             replied = message.reply_to_message
-            is_post = replied is not None and await self.storage.find_post(
-                message.chat_id, replied.message_id
-            )
-            if not (self.service.may_have_sent(request) or is_post):
+            post = replied and await self.storage.find_post(message.chat_id, replied.message_id)
+            if not (self.service.may_have_sent(request) or post):
                 return False
-            reply = await self.service.interrupted(request, "wa" if is_post else None)
+            name = None if not post else "wa" if post.channel == "whatsapp" else "tg"
+            reply = await self.service.interrupted(request, name)
             await self.send(bot, message.chat_id, reply, reply_to=message.message_id)
             return True
         if query is not None and query.data and isinstance(query.message, Message):
@@ -232,9 +231,9 @@ class TelegramFrontend:
             if action != "send" or await self.service.prompt_waiting(token):
                 return False  # not yet claimed: running it again sends it, once
             prompt = query.message
-            name = re.search(r"/(\w+)", prompt.text or "")
+            asked = re.search(r"/(\w+)", prompt.text or "")
             request = Request(query.from_user.id, prompt.chat_id, False, prompt.text or "")
-            reply = await self.service.interrupted(request, name[1] if name else None)
+            reply = await self.service.interrupted(request, asked[1] if asked else None)
             await self.send(bot, prompt.chat_id, reply, reply_to=prompt.message_id)
             return True
         return False
