@@ -246,7 +246,7 @@ def test_the_compose_file_runs_two_replicas_on_one_database() -> None:
     assert len(bots) == 2 and "db" in compose["services"]
     for service in bots.values():
         assert service["environment"]["DATABASE_URL"].endswith("@db:5432/whatsmate")
-        assert service["volumes"] == ["./config.yaml:/app/config.yaml:ro"]
+        assert service["volumes"] == ["./replicas.yaml:/app/config.yaml:ro"]
     env = {**ENV, "DATABASE_URL": "postgresql://whatsmate:x@db:5432/whatsmate"}
-    config = load_config(Path("deploy/config.yaml"), env)
+    config = load_config(Path("deploy/replicas.yaml"), env)
     assert config.database_url == env["DATABASE_URL"] and config.http.port == 8080
