@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from bot.audit import Outcome
 from bot.config import Config, load_config
-from bot.errors import BotError, ConfigError, GatewayError
+from bot.errors import BotError, ConfigError, GatewayError, StorageUnavailable
 from bot.logs import configure_logging, get_logger
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -158,6 +158,9 @@ async def _exec(config: Config, text: str, confirmed: bool) -> int:
 def entry() -> None:
     try:
         sys.exit(main())
+    except StorageUnavailable as exc:  # the database is down: a failure, not a usage error
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
     except BotError as exc:  # pragma: no cover - a last line of defence, one line only
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

@@ -11,6 +11,7 @@ Callers catch by meaning, never by message text::
     ├── InboundRejected           an inbound body the bridge refuses; .status is the
     │                             HTTP status to answer (400, 413)
     ├── PostFailed                Telegram did not take a bridge post: tried again later
+    ├── StorageUnavailable        the database (database.url) cannot be reached at start
     ├── LimitExceeded             a send breaks a documented WhatsMate limit (length,
     │                             size, a field the endpoint lacks): refused before
     │                             any call, the reply starts "Not sent:"
@@ -84,6 +85,10 @@ class InboundRejected(BotError):
 
 class PostFailed(BotError):
     """Telegram did not take a bridge post (down, flood limits): it is tried again later."""
+
+
+class StorageUnavailable(BotError):
+    """PostgreSQL at ``database.url`` did not answer when the bot started."""
 
 
 class LimitExceeded(BotError):

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from bot.errors import StorageUnavailable
 from bot.storage import (
     AUDIT_COLUMNS,
     PROMPTS_KEPT_S,
@@ -127,7 +128,15 @@ class PostgresStorage:
     @classmethod
     async def connect(cls, url: str) -> PostgresStorage:
         """Open the pool and create or migrate the schema (safe with replicas starting)."""
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=10, command_timeout=30)
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=10, command_timeout=30, timeout=15
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            reason = type(exc).__name__
+            raise StorageUnavailable(
+                f"database.url: cannot connect to PostgreSQL ({reason})"
+            ) from None
         async with pool.acquire() as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
             await connection.execute(_SCHEMA)

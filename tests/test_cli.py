@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ADMIN, ENV, BotUnderTest, start_bot_process
+from tests.conftest import ADMIN, ENV, BotUnderTest, free_port, start_bot_process
 from tests.fakes import HANG, delay
 
 
@@ -138,3 +138,16 @@ async def test_demo_simulates_an_answer_coming_back() -> None:
     assert code == 0, err
     assert "bot (post under your message #1)> alice on WhatsApp:" in out
     assert "bot (post in chat -100500)> bob on WhatsApp:\nbot (post in chat -100500)> hi" in out
+
+
+@pytest.mark.parametrize("action", [["run"], ["exec", "/status"]])
+async def test_an_unreachable_database_is_one_line_and_exit_1(
+    make_bot: BotUnderTest, action: list[str]
+) -> None:
+    path = make_bot.write_config(database={"url": f"postgresql://bot@127.0.0.1:{free_port()}/x"})
+    code, out, err = await run_cli(action[0], "--config", str(path), *action[1:])
+    assert code == 1
+    assert (
+        err.strip().splitlines()[-1].startswith("error: database.url: cannot connect to PostgreSQL")
+    )
+    assert "Traceback" not in err + out
