@@ -129,6 +129,8 @@ Command = (
     | ScheduleRemove
 )
 SendCommand = SendText | SendLocation | SendMedia
+ScheduleCommand = ScheduleList | ScheduleAdd | ScheduleRemove
+SCHEDULE_COMMANDS = (ScheduleList, ScheduleAdd, ScheduleRemove)
 SEND_COMMANDS = (SendText, SendLocation, SendMedia)
 HISTORY_MAX = 50
 

@@ -21,7 +21,8 @@ from bot.commands import Channel
 from bot.config import Config
 from bot.gateway import WhatsMate
 from bot.metrics import Metrics
-from bot.service import DEFAULT_PDF_POLLING, PdfPolling, Service
+from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
+from bot.service import Service
 from bot.storage import SqliteStorage, Storage
 from bot.transport import AiohttpTransport
 

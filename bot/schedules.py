@@ -9,12 +9,16 @@ replays every slot it missed: a missed schedule runs once at start.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bot import commands as c
+from bot.audit import Outcome
 from bot.config import ScheduleConfig, parse_every
-from bot.storage import LastRun, StoredSchedule
+from bot.replies import Reply, Result
+from bot.storage import LastRun, Storage, StoredSchedule
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,54 @@ def parse_schedule_every(text: str) -> int | None:
     """The interval of ``/schedule add``: 30s, 15m, 1h, 1d (at least 10 s)."""
     seconds = parse_every(text)
     return seconds if seconds is not None and seconds >= 10 else None
+
+
+async def added_schedules(storage: Storage) -> list[Schedule]:
+    """The schedules added from the chat."""
+    return [Schedule.from_stored(s) for s in await storage.added_schedules()]
+
+
+async def manage_schedules(
+    command: c.ScheduleCommand,
+    *,
+    configured: Sequence[Schedule],
+    storage: Storage,
+    scheduler: Scheduler,
+    chat_id: int,
+    user_id: int,
+) -> Result:
+    """``/schedule list | add <every> <command> | remove <name>`` (admins)."""
+    added = await added_schedules(storage)
+    if isinstance(command, c.ScheduleList):
+        rows = [
+            f"{s.name}: {s.when} in chat {s.chat_id}: {s.command}"
+            + (" (config)" if not s.from_chat else "")
+            for s in (*configured, *added)
+        ]
+        return Result(Reply("\n".join(rows) or "No schedules.", Outcome.OK))
+    if isinstance(command, c.ScheduleRemove):
+        if any(s.name == command.name for s in configured):
+            text = f"{command.name} comes from the config file; edit it there."
+            return Result(Reply(text, Outcome.USAGE))
+        if not await storage.remove_schedule(command.name):
+            return Result(Reply(f"No schedule named {command.name!r}.", Outcome.USAGE))
+        scheduler.stop(command.name)
+        return Result(Reply(f"Removed schedule {command.name}.", Outcome.OK), command.name)
+    every_s = parse_schedule_every(command.every)
+    usage = c.SPECS["schedule"]
+    if every_s is None:
+        raise usage.fail("<every> is a number and s, m, h or d, at least 10s (e.g. 15m).")
+    if isinstance(c.parse(command.command).command, c.SCHEDULE_COMMANDS):
+        raise usage.fail("A schedule cannot manage schedules.")
+    taken = {s.name for s in (*configured, *added)}
+    name = next(f"s{n}" for n in range(1, len(taken) + 2) if f"s{n}" not in taken)
+    schedule = Schedule(name, chat_id, command.command, every_s, notify="change", from_chat=True)
+    await storage.add_schedule(
+        StoredSchedule(name, chat_id, command.every, command.command), user_id
+    )
+    scheduler.start(schedule, first_in_s=0)
+    text = f"Added schedule {name}: {schedule.when}: {command.command} (posts changes only)."
+    return Result(Reply(text, Outcome.OK), name)
 
 
 def _duration(seconds: int) -> str:

@@ -16,8 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_fixed
-
 from bot import commands as c
 from bot.audit import AuditEntry, AuditLog, Outcome
 from bot.config import Config
@@ -30,24 +28,24 @@ from bot.errors import (
 )
 from bot.gateway import GatewayStatus, WhatsMate, check_translation
 from bot.logs import get_logger
+from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling, is_telegram_file, pdf_to_text
 from bot.recipients import Recipient, mask
 from bot.replies import (
     NOT_ALLOWED,
     Reply,
-    ReplyFile,
     Result,
     Role,
     describe_failure,
     history_line,
     send_result,
-    split_text,
     summary_line,
 )
 from bot.schedules import (
     Schedule,
     Scheduler,
+    added_schedules,
     first_run_in,
-    parse_schedule_every,
+    manage_schedules,
     should_post,
     slot_of,
 )
@@ -60,25 +58,13 @@ from bot.sends import (
     plan_send,
     run_send,
 )
-from bot.storage import Storage, StoredPrompt, StoredSchedule, Thread
+from bot.storage import Storage, StoredPrompt, Thread
 
 __all__ = ["NOT_ALLOWED", "ButtonResult", "Reply", "Request", "Role", "Service"]
 
 CONFIRM_TTL_S = 300.0
 LANGUAGE_CACHE_S = 24 * 3600.0
-PDF_REPLY_MESSAGES = 3  # a longer PDF text comes back as a .txt document
 log = get_logger("bot.service")
-
-
-@dataclass(frozen=True)
-class PdfPolling:
-    """How ``/pdf`` waits for WhatsMate's job: a check every ``every_s``, for ``give_up_s``."""
-
-    every_s: float = 3.0
-    give_up_s: float = 120.0
-
-
-DEFAULT_PDF_POLLING = PdfPolling()
 
 
 @dataclass(frozen=True)
@@ -300,7 +286,7 @@ class Service:
             return
         last_runs = await self._storage.last_runs()
         now = time.time()
-        for schedule in (*self._configured(), *await self._added()):
+        for schedule in (*self._configured(), *await added_schedules(self._storage)):
             self._scheduler.start(
                 schedule, first_run_in(schedule, last_runs.get(schedule.name), now)
             )
@@ -438,7 +424,13 @@ class Service:
             text = await self._gateway.translate(command.source, command.target, command.text)
             return Result(Reply(text, Outcome.OK), f"{command.source}->{command.target}")
         if isinstance(command, c.PdfToText):
-            return await self._pdf(command.url)
+            if is_telegram_file(command.url, self.config.telegram):
+                text = (
+                    "Not sent: that is a Telegram file address, which carries the bot's token "
+                    "and never leaves the bot. Give the PDF's own http(s) address."
+                )
+                return Result(Reply(text, Outcome.USAGE), "telegram file url refused")
+            return await pdf_to_text(self._gateway, command.url, self._pdf_polling)
         if isinstance(command, c.ListLanguages):
             return await self._languages_reply(command.filter)
         if isinstance(command, c.History):
@@ -450,7 +442,7 @@ class Service:
             access = c.Access.ADMIN if identity.role is Role.ADMIN else c.Access.MEMBER
             text = "Commands you may use:\n" + "\n".join(c.help_lines(access))
             return Result(Reply(text, Outcome.OK))
-        if isinstance(command, c.ScheduleList | c.ScheduleAdd | c.ScheduleRemove):
+        if isinstance(command, c.SCHEDULE_COMMANDS):
             return await self._schedule(identity, command)
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
@@ -466,50 +458,6 @@ class Service:
         outcome = Outcome.OK if self.last_gateway_up else Outcome.ERROR
         detail = "; ".join(line for line, _ in (whatsapp, telegram))
         return Result(Reply(f"{whatsapp[0]}\n{telegram[0]}", outcome), detail)
-
-    async def _pdf(self, url: str) -> Result:
-        """Submit once, check until done (tenacity), then fetch the text."""
-        telegram = self.config.telegram
-        if telegram.token in url or url.startswith(telegram.base_file_url):
-            text = (
-                "Not sent: that is a Telegram file address, which carries the bot's token "
-                "and never leaves the bot. Give the PDF's own http(s) address."
-            )
-            return Result(Reply(text, Outcome.USAGE), "telegram file url refused")
-        submitted = await self._gateway.pdf_submit(url)
-        if submitted.preview is not None:
-            text = f"Dry run — nothing was sent. Would call:\n{submitted.preview}"
-            return Result(Reply(text, Outcome.DRY_RUN), "dry run")
-        job = submitted.job_id or "?"
-        jobs = (job,)
-        try:
-            status = await self._wait_for_pdf(job)
-            if status.casefold() != "completed":
-                waited = f"after {self._pdf_polling.give_up_s:g} s"
-                why = f"is still {status} {waited}" if _pdf_pending(status) else f"ended {status}"
-                text = f"PDF job {job} {why}; no text to show. Ask WhatsMate about job {job}."
-                return Result(Reply(text, Outcome.ERROR), f"pdf {status}", job_ids=jobs)
-            content = await self._gateway.pdf_text(job)
-        except GatewayError as exc:
-            text = f"WhatsMate {describe_failure(exc)} (PDF job {job})"
-            return Result(Reply(text, Outcome.ERROR), exc.detail, job_ids=jobs)
-        detail = f"pdf {len(content)} characters"
-        if len(split_text(content)) > PDF_REPLY_MESSAGES:
-            summary = f"PDF job {job}: {len(content)} characters of text, attached as a file."
-            file = ReplyFile(f"pdf-{job[:40]}.txt", content.encode())
-            return Result(Reply(summary, Outcome.OK, file=file), detail, job_ids=jobs)
-        return Result(Reply(content, Outcome.OK), detail, job_ids=jobs)
-
-    async def _wait_for_pdf(self, job: str) -> str:
-        polling = self._pdf_polling
-        retrying = AsyncRetrying(
-            retry=retry_if_result(_pdf_pending),
-            wait=wait_fixed(polling.every_s),
-            stop=stop_after_delay(polling.give_up_s),
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else "",
-        )
-        status: str = await retrying(self._gateway.pdf_check, job)
-        return status
 
     async def _codes(self) -> dict[str, str]:
         async with self._languages_lock:
@@ -551,51 +499,20 @@ class Service:
         lines = [history_line(entry) for entry in entries]
         return Result(Reply("\n".join(lines), Outcome.OK), f"{len(entries)} entries")
 
-    async def _schedule(
-        self, identity: _Identity, command: c.ScheduleList | c.ScheduleAdd | c.ScheduleRemove
-    ) -> Result:
+    async def _schedule(self, identity: _Identity, command: c.ScheduleCommand) -> Result:
         if self._scheduler is None:
             return Result(Reply("Schedules are not available in this mode.", Outcome.ERROR))
-        configured = self._configured()
-        added = await self._added()
-        if isinstance(command, c.ScheduleList):
-            rows = [
-                f"{s.name}: {s.when} in chat {s.chat_id}: {s.command}"
-                + (" (config)" if not s.from_chat else "")
-                for s in (*configured, *added)
-            ]
-            return Result(Reply("\n".join(rows) or "No schedules.", Outcome.OK))
-        if isinstance(command, c.ScheduleRemove):
-            if any(s.name == command.name for s in configured):
-                text = f"{command.name} comes from the config file; edit it there."
-                return Result(Reply(text, Outcome.USAGE))
-            if not await self._storage.remove_schedule(command.name):
-                return Result(Reply(f"No schedule named {command.name!r}.", Outcome.USAGE))
-            self._scheduler.stop(command.name)
-            return Result(Reply(f"Removed schedule {command.name}.", Outcome.OK), command.name)
-        every_s = parse_schedule_every(command.every)
-        usage = c.SPECS["schedule"]
-        if every_s is None:
-            raise usage.fail("<every> is a number and s, m, h or d, at least 10s (e.g. 15m).")
-        inner = c.parse(command.command)
-        if isinstance(inner.command, c.ScheduleList | c.ScheduleAdd | c.ScheduleRemove):
-            raise usage.fail("A schedule cannot manage schedules.")
-        taken = {s.name for s in (*configured, *added)}
-        name = next(f"s{n}" for n in range(1, len(taken) + 2) if f"s{n}" not in taken)
-        schedule = Schedule(
-            name, identity.chat_id, command.command, every_s, notify="change", from_chat=True
+        return await manage_schedules(
+            command,
+            configured=self._configured(),
+            storage=self._storage,
+            scheduler=self._scheduler,
+            chat_id=identity.chat_id,
+            user_id=identity.user_id,
         )
-        stored = StoredSchedule(name, identity.chat_id, command.every, command.command)
-        await self._storage.add_schedule(stored, identity.user_id)
-        self._scheduler.start(schedule, first_in_s=0)
-        text = f"Added schedule {name}: {schedule.when}: {command.command} (posts changes only)."
-        return Result(Reply(text, Outcome.OK), name)
 
     def _configured(self) -> list[Schedule]:
         return [Schedule.from_config(s) for s in self.config.schedules]
-
-    async def _added(self) -> list[Schedule]:
-        return [Schedule.from_stored(s) for s in await self._storage.added_schedules()]
 
     # -- bookkeeping ----------------------------------------------------------------
 
@@ -631,10 +548,6 @@ class Service:
 def _closed(what: str, detail: str, recipients: tuple[str, ...]) -> Result:
     """A prompt that ends without sending (expired or cancelled)."""
     return Result(Reply(f"{what} — nothing was sent.", Outcome.CANCELLED), detail, recipients)
-
-
-def _pdf_pending(status: str) -> bool:
-    return status.casefold() not in {"completed", "failed", "error", "cancelled"}
 
 
 async def _status_line(label: str, call: Awaitable[GatewayStatus]) -> tuple[str, bool]:

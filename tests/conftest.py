@@ -22,8 +22,8 @@ from tenacity.wait import wait_base
 
 from bot.config import Config, load_config
 from bot.logs import configure_logging
+from bot.pdf import PdfPolling
 from bot.runtime import Runtime, open_runtime
-from bot.service import PdfPolling
 from bot.telegram_app import build_application, serve
 from tests.fakes import FakeTelegram, FakeWhatsMate, HttpRequest, Sent
 from tests.postgres import PostgresServer
