@@ -264,22 +264,18 @@ class Call:
         return f"{self.endpoint}{query}{body}"
 
 
+NOT_OFFERED = "not offered"
+
+
 @dataclass(frozen=True)
 class GatewayStatus:
     status: str
     instance: int | None = None
 
     @property
-    def up(self) -> bool:
-        return self.status == "up"
-
-    @property
     def ok(self) -> bool:
         """Up, or a status endpoint this API version does not offer (neither up nor down)."""
         return self.status in ("up", NOT_OFFERED)
-
-
-NOT_OFFERED = "not offered"
 
 
 @dataclass(frozen=True)
@@ -427,14 +423,10 @@ class WhatsMate:
         """``GET /v1/pdf/job/submit?url=...``: costs quota, so never retried once it may
         have arrived. The result carries the job id."""
         call = Call("GET", "/v1/pdf/job/submit", params={"url": url})
-        if self._dry_run:
-            return SendResult("not sent (dry run)", preview=call.describe())
-        data = _json(await self._request(call, idempotent=False), call.endpoint)
-        job = data.get("id", data.get("job_id")) if isinstance(data, dict) else data
-        if not isinstance(job, str | int) or isinstance(job, bool) or not str(job).strip():
-            raise BadResponse(call.endpoint, f"expected a job id, got {json.dumps(data)[:120]}")
-        status = data.get("status") if isinstance(data, dict) else None
-        return SendResult(str(status or "submitted"), job_id=str(job).strip())
+        result = await self._send(call, status_if_missing="submitted")
+        if result.preview is None and result.job_id is None:
+            raise BadResponse(call.endpoint, "expected a job id in the answer")
+        return result
 
     async def pdf_check(self, job_id: str) -> str:
         """``GET /v1/pdf/job/check/{id}``: ``Processing``, ``Completed``, ``Failed``..."""
@@ -483,18 +475,24 @@ class WhatsMate:
 
     # -- plumbing -----------------------------------------------------------------
 
-    async def _send(self, call: Call) -> SendResult:
-        """A send: POSTed once; retried only while it surely never left."""
+    async def _send(self, call: Call, *, status_if_missing: str | None = None) -> SendResult:
+        """A request that costs (a send, a PDF job): made once, retried only while it
+        surely never left; shown instead of made in dry-run mode. The answer's
+        ``status`` and job id (``id``, ``job_id``, or a bare id) are kept."""
         if self._dry_run:
             return SendResult("not sent (dry run)", preview=call.describe())
         data = _json(await self._request(call, idempotent=False), call.endpoint)
-        if isinstance(data, dict) and data.get("success") is False:
-            raise SendRejected(call.endpoint, self._redact(str(data.get("status") or "no reason")))
-        job = data.get("id") if isinstance(data, dict) else None
-        return SendResult(
-            self._redact(_field(data, "status", call.endpoint)),
-            job_id=str(job) if isinstance(job, str | int) and str(job) else None,
-        )
+        fields = data if isinstance(data, dict) else {"id": data}
+        if fields.get("success") is False:
+            raise SendRejected(
+                call.endpoint, self._redact(str(fields.get("status") or "no reason"))
+            )
+        status = fields.get("status") or status_if_missing
+        if status_if_missing is None or not isinstance(status, str):
+            status = _field(fields, "status", call.endpoint)
+        job = fields.get("id", fields.get("job_id"))
+        known = isinstance(job, str | int) and not isinstance(job, bool) and str(job).strip()
+        return SendResult(self._redact(status), job_id=str(job).strip() if known else None)
 
     async def _read_json(self, call: Call) -> Any:
         return _json(await self._request(call, idempotent=True), call.endpoint)
