@@ -215,28 +215,35 @@ class TelegramFrontend:
 
     async def _interrupted_send(self, update: Update, bot: Bot) -> bool:
         """Answer a send the dead poller may have made; False when it is safe to rerun."""
-        message, query = update.message, update.callback_query
-        if message is not None:
-            request = to_request(message, self.http)
-            replied = message.reply_to_message
-            post = replied and await self.storage.find_post(message.chat_id, replied.message_id)
-            if not (self.service.may_have_sent(request) or post):
-                return False
-            name = None if not post else "wa" if post.channel == "whatsapp" else "tg"
-            reply = await self.service.interrupted(request, name)
-            await self.send(bot, message.chat_id, reply, reply_to=message.message_id)
-            return True
+        if update.message is not None:
+            return await self._interrupted_message(update.message, bot)
+        query = update.callback_query
         if query is not None and query.data and isinstance(query.message, Message):
-            _, token, action = [*query.data.split(":"), "", ""][:3]
-            if action != "send" or await self.service.prompt_waiting(token):
-                return False  # not yet claimed: running it again sends it, once
-            prompt = query.message
-            asked = re.search(r"/(\w+)", prompt.text or "")
-            request = Request(query.from_user.id, prompt.chat_id, False, prompt.text or "")
-            reply = await self.service.interrupted(request, asked[1] if asked else None)
-            await self.send(bot, prompt.chat_id, reply, reply_to=prompt.message_id)
-            return True
+            return await self._interrupted_press(query.data, query.from_user.id, query.message, bot)
         return False
+
+    async def _interrupted_message(self, message: Message, bot: Bot) -> bool:
+        """A command that sends, or a reply to a bridge post (it sends back)."""
+        request = to_request(message, self.http)
+        replied = message.reply_to_message
+        post = replied and await self.storage.find_post(message.chat_id, replied.message_id)
+        if not (self.service.may_have_sent(request) or post):
+            return False
+        name = None if not post else "wa" if post.channel == "whatsapp" else "tg"
+        reply = await self.service.interrupted(request, name)
+        await self.send(bot, message.chat_id, reply, reply_to=message.message_id)
+        return True
+
+    async def _interrupted_press(self, data: str, user_id: int, prompt: Message, bot: Bot) -> bool:
+        """Send pressed on a prompt: still waiting means nobody sent it yet (rerun)."""
+        _, token, action = [*data.split(":"), "", ""][:3]
+        if action != "send" or await self.service.prompt_waiting(token):
+            return False
+        asked = re.search(r"/(\w+)", prompt.text or "")
+        request = Request(user_id, prompt.chat_id, False, prompt.text or "")
+        reply = await self.service.interrupted(request, asked[1] if asked else None)
+        await self.send(bot, prompt.chat_id, reply, reply_to=prompt.message_id)
+        return True
 
     async def on_command(self, update: Update, context: Context) -> None:
         message = update.effective_message
