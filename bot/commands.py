@@ -26,6 +26,11 @@ class Channel(Enum):
     WHATSAPP = "wa"
     TELEGRAM = "tg"
 
+    @property
+    def label(self) -> str:
+        """How a person names it: ``WhatsApp``, ``Telegram``."""
+        return "WhatsApp" if self is Channel.WHATSAPP else "Telegram"
+
 
 class MediaKind(Enum):
     """What a file sent with (or replied to by) a command is, as Telegram reports it."""

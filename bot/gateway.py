@@ -119,6 +119,11 @@ class Api:
     def route(self, channel: Channel, target: Target, content: Content) -> Route | None:
         return self.routes.get((channel, target, content))
 
+    @property
+    def upgrade_hint(self) -> str:
+        """Said when this version lacks an endpoint or field the current one has."""
+        return "; that needs whatsmate.api_version: 3" if self.version < 3 else ""
+
 
 def _v1_telegram() -> dict[RouteKey, Route]:
     routes: dict[RouteKey, Route] = {}
@@ -352,8 +357,7 @@ class WhatsMate:
             if not route.takes(name):
                 raise LimitExceeded(
                     f"WhatsMate API v{self.api.version} takes no {FIELD_NAMES[name]} "
-                    f"on {route.path.replace('{i}', '…')}"
-                    + ("; that needs whatsmate.api_version: 3" if self.api.version < 3 else "")
+                    f"on {route.path.replace('{i}', '…')}" + self.api.upgrade_hint
                 )
             limit = self.api.text_limits.get(name)
             if limit is not None and len(value) > limit:

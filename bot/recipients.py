@@ -124,8 +124,5 @@ class AddressBook:
                 if other is channel:
                     return [Recipient(word, group.admin, group.name)]
                 command = "/wa" if other is Channel.WHATSAPP else "/tg"
-                raise RecipientError(f"{word!r} is a {_CHANNEL[other]} group: use {command}")
+                raise RecipientError(f"{word!r} is a {other.label} group: use {command}")
         raise RecipientError(f"unknown recipient {word!r}: not a number, contact or group")
-
-
-_CHANNEL = {Channel.WHATSAPP: "WhatsApp", Channel.TELEGRAM: "Telegram"}

@@ -147,13 +147,10 @@ def _route(gateway: WhatsMate, channel: c.Channel, target: Target, outgoing: Out
     if route is None:
         what = "groups" if target is Target.GROUP else f"{outgoing.content.value}s"
         raise LimitExceeded(
-            f"WhatsMate API v{gateway.api.version} sends no {_CHANNEL[channel]} {what}"
-            + ("; that needs whatsmate.api_version: 3" if gateway.api.version < 3 else "")
+            f"WhatsMate API v{gateway.api.version} sends no {channel.label} {what}"
+            + gateway.api.upgrade_hint
         )
     return route
-
-
-_CHANNEL = {c.Channel.WHATSAPP: "WhatsApp", c.Channel.TELEGRAM: "Telegram"}
 
 
 def _what(
