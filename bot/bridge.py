@@ -152,16 +152,26 @@ class Bridge:
                     async with asyncio.timeout(SCAN_EVERY_S):
                         await self._wake.wait()
                 self._wake.clear()
-                for chat in await self._storage.waiting_chats():
+                try:
+                    waiting = await self._storage.waiting_chats()
+                except Exception:  # the database is away: look again at the next scan
+                    log.exception("poster_scan_failed")
+                    continue
+                for chat in waiting:
                     worker = self._workers.get(chat)
                     if worker is None or worker.done():
                         self._workers[chat] = asyncio.create_task(self._drain(chat, post))
-                        # When it ends, look again: something may have come in meanwhile.
-                        self._workers[chat].add_done_callback(lambda _: self._wake.set())
+                        self._workers[chat].add_done_callback(self._worker_ended)
         finally:
             for worker in self._workers.values():
                 worker.cancel()
             await asyncio.gather(*self._workers.values(), return_exceptions=True)
+
+    def _worker_ended(self, worker: asyncio.Task[None]) -> None:
+        """Look again (something may have come in meanwhile); a failure is logged."""
+        if not worker.cancelled() and worker.exception() is not None:
+            log.error("poster_failed", exc_info=worker.exception())
+        self._wake.set()
 
     async def post_all(self, post: Post) -> None:
         """Post everything stored now, chat by chat (for one-shot front ends: the demo)."""

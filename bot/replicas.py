@@ -49,14 +49,17 @@ class Election:
             except Exception:  # the database is away: nobody can be sure to lead
                 log.warning("election_failed", exc_info=True)
                 leading = False
-            if leading and self.role != "poller":
-                log.info("became_poller")
-                await lead()
-                self.role = "poller"
-            elif not leading and self.role == "poller":
-                log.warning("lost_poller_lock")
-                await step_down()
-                self.role = "standby"
+            try:
+                if leading and self.role != "poller":
+                    log.info("became_poller")
+                    await lead()
+                    self.role = "poller"
+                elif not leading and self.role == "poller":
+                    log.warning("lost_poller_lock")
+                    self.role = "standby"
+                    await step_down()
+            except Exception:  # Telegram or the database away: try again next round
+                log.exception("election_step_failed")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._every_s):
                     await stop.wait()

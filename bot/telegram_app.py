@@ -205,6 +205,8 @@ class TelegramFrontend:
         """On becoming the poller: finish what a dead poller started. A send is answered
         ``outcome unknown`` (never sent again); anything else runs again."""
         for entry in await self.storage.unfinished_updates(self.replica):
+            if entry.update_id in self._rerun:
+                continue  # already queued by an earlier takeover that did not finish
             update = Update.de_json(json.loads(entry.payload), app.bot)
             if await self._interrupted_send(update, app.bot):
                 await self.storage.finish_update(entry.update_id)
