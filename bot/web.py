@@ -9,7 +9,6 @@ the inbound URLs of the two-way bridge. One server, one port, one network stack.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -93,11 +92,7 @@ def make_app(
 
 
 def _refused(exc: InboundRejected) -> web.Response:
-    return web.Response(
-        status=exc.status,
-        text=json.dumps({"error": str(exc)}),
-        content_type="application/json",
-    )
+    return web.json_response({"error": str(exc)}, status=exc.status)
 
 
 class WebServer:
