@@ -12,6 +12,8 @@ Callers catch by meaning, never by message text::
     │                             HTTP status to answer (400, 413)
     ├── PostFailed                Telegram did not take a bridge post: tried again later
     ├── StorageUnavailable        the database (database.url) cannot be reached at start
+    ├── LostPollerRole            the poller lease ran out while an update was handled:
+    │                             nothing more is said, the new poller answers it
     ├── LimitExceeded             a send breaks a documented WhatsMate limit (length,
     │                             size, a field the endpoint lacks): refused before
     │                             any call, the reply starts "Not sent:"
@@ -89,6 +91,11 @@ class PostFailed(BotError):
 
 class StorageUnavailable(BotError):
     """PostgreSQL at ``database.url`` did not answer when the bot started."""
+
+
+class LostPollerRole(BotError):
+    """This replica's poller lease ran out while it handled an update: it says nothing
+    more about it (the poller that took over answers or reruns it from the journal)."""
 
 
 class LimitExceeded(BotError):

@@ -56,6 +56,10 @@ class Scheduler(Protocol):
 
     def stop(self, name: str) -> None: ...
 
+    def names(self) -> set[str]:
+        """The schedules running here."""
+        ...
+
 
 def cron_trigger(expression: str) -> Any:
     """An APScheduler trigger for a five-field crontab line, in the server's timezone."""
@@ -138,7 +142,8 @@ async def manage_schedules(
     if isinstance(c.parse(command.command).command, c.SCHEDULE_COMMANDS):
         raise usage.fail("A schedule cannot manage schedules.")
     taken = {s.name for s in (*configured, *added)}
-    name = next(f"s{n}" for n in range(1, len(taken) + 2) if f"s{n}" not in taken)
+    while (name := f"s{await storage.next_schedule_number()}") in taken:
+        pass  # a configured schedule has this name: never reuse a name, even a freed one
     schedule = Schedule(name, chat_id, command.command, every_s, notify="change", from_chat=True)
     await storage.add_schedule(
         StoredSchedule(name, chat_id, command.every, command.command), user_id

@@ -94,6 +94,10 @@ CREATE TABLE IF NOT EXISTS updates (
     payload TEXT,
     done INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
 _ADDED_COLUMNS = (
     ("audit", "job_ids", "TEXT NOT NULL DEFAULT ''"),
@@ -102,6 +106,11 @@ _ADDED_COLUMNS = (
 SLOTS_KEPT_S = 7 * 24 * 3600.0
 PROMPTS_KEPT_S = 3600.0  # a prompt expires after 5 minutes; its text goes within the hour
 UPDATES_KEPT_S = 48 * 3600.0  # handled update ids: at least 24 hours, as promised
+# The one counter of chat-added schedule names (s1, s2, ...): a name is never given twice.
+NEXT_SCHEDULE_NUMBER = (
+    "INSERT INTO counters (name, value) VALUES ('schedule', 1)"
+    " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value"
+)
 
 
 class Outcome(Enum):
@@ -226,6 +235,7 @@ class JournalEntry:
     update_id: int
     owner: str
     payload: str
+    received: float = 0.0  # when it was recorded (seconds since the epoch)
 
 
 @dataclass(frozen=True)
@@ -249,6 +259,10 @@ class Storage(Protocol):
     async def add_schedule(self, schedule: StoredSchedule, created_by: int) -> None: ...
 
     async def remove_schedule(self, name: str) -> bool: ...
+
+    async def next_schedule_number(self) -> int:
+        """1, 2, 3, ... across every replica and restart: a removed name is never reused."""
+        ...
 
     async def last_runs(self) -> dict[str, LastRun]: ...
 
@@ -301,6 +315,14 @@ class Storage(Protocol):
         """Journal an update before it is handled; False when it was seen before."""
         ...
 
+    async def record_polled_update(
+        self, update_id: int, owner: str, payload: str, now: float, term: int
+    ) -> bool | None:
+        """``record_update`` by the poller ``owner`` under lease ``term``, atomically with a
+        check that the lease is still its own and unexpired by the database's clock: None
+        (nothing recorded) when it is not, so a poller that lost the role records nothing."""
+        ...
+
     async def finish_update(self, update_id: int) -> None:
         """The update is handled: its payload is dropped, its id kept (dedupe)."""
         ...
@@ -313,8 +335,14 @@ class Storage(Protocol):
         """Raise unless the storage answers (for /healthz)."""
         ...
 
-    async def try_poller(self) -> bool:
-        """True while this replica is the one that polls Telegram (elected, and kept)."""
+    async def claim_poller(self, holder: str, ttl_s: float) -> int | None:
+        """Take the poller lease, or renew it, for ``ttl_s`` by the database's clock: its
+        term (a fencing number that grows whenever the holder changes), or None while
+        another holder's lease runs."""
+        ...
+
+    async def release_poller(self, holder: str) -> None:
+        """End ``holder``'s lease now (a clean shutdown): a standby takes over at once."""
         ...
 
     async def aclose(self) -> None: ...
@@ -361,8 +389,11 @@ class SqliteStorage:
             self._connection = None
         self._executor.shutdown(wait=True)
 
-    async def try_poller(self) -> bool:
-        return True  # one process owns the file: it is always the poller
+    async def claim_poller(self, holder: str, ttl_s: float) -> int | None:
+        return 1  # one process owns the file: it is always the poller, in one term
+
+    async def release_poller(self, holder: str) -> None:
+        return None
 
     # -- audit ------------------------------------------------------------------------
 
@@ -419,6 +450,12 @@ class SqliteStorage:
             return connection.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount > 0
 
         return await self._run(delete)
+
+    async def next_schedule_number(self) -> int:
+        def bump(connection: sqlite3.Connection) -> int:
+            return int(connection.execute(NEXT_SCHEDULE_NUMBER).fetchone()[0])
+
+        return await self._run(bump)
 
     async def last_runs(self) -> dict[str, LastRun]:
         def query(connection: sqlite3.Connection) -> dict[str, LastRun]:
@@ -609,6 +646,11 @@ class SqliteStorage:
 
         return await self._run(insert)
 
+    async def record_polled_update(
+        self, update_id: int, owner: str, payload: str, now: float, term: int
+    ) -> bool | None:
+        return await self.record_update(update_id, owner, payload, now)  # always the poller
+
     async def finish_update(self, update_id: int) -> None:
         def update(connection: sqlite3.Connection) -> None:
             connection.execute(
@@ -620,7 +662,7 @@ class SqliteStorage:
     async def unfinished_updates(self, not_owner: str) -> list[JournalEntry]:
         def query(connection: sqlite3.Connection) -> list[JournalEntry]:
             rows = connection.execute(
-                "SELECT update_id, owner, payload FROM updates"
+                "SELECT update_id, owner, payload, received FROM updates"
                 " WHERE done = 0 AND owner != ? ORDER BY update_id",
                 (not_owner,),
             )

@@ -1,8 +1,9 @@
 """``Storage`` in PostgreSQL, shared by several replicas of the bot (``database.url``).
 
 Why asyncpg: it is asyncio-native (no thread hop per statement, unlike the SQLite
-worker), fast, keeps a pool, and gives the session-level advisory lock the poller
-election needs on a dedicated connection. Every promise of ``Storage`` that matters
+worker), fast, and keeps a pool. The poller election is a lease row (``poller_lease``)
+whose expiry is set by the database's own clock, so no replica's clock decides who
+polls (see ``bot.replicas``). Every promise of ``Storage`` that matters
 across replicas is made by the database, not by the caller: a prompt is claimed with
 ``DELETE … RETURNING``, a schedule slot and an update id with a primary key, inbound
 messages with ``FOR UPDATE SKIP LOCKED`` under a lease, a repeated delivery under a
@@ -12,14 +13,15 @@ an advisory lock, so replicas that start together do not trip over each other.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from bot.errors import StorageUnavailable
 from bot.storage import (
     AUDIT_COLUMNS,
+    NEXT_SCHEDULE_NUMBER,
     PROMPTS_KEPT_S,
     SLOTS_KEPT_S,
     UPDATES_KEPT_S,
@@ -37,7 +39,6 @@ from bot.storage import (
 )
 
 SCHEMA_LOCK = 0x57_4D_42_31  # advisory lock ids: "WMB1" — schema creation
-POLLER_LOCK = 0x57_4D_42_32  # "WMB2" — the one replica that polls Telegram
 SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -111,19 +112,29 @@ CREATE TABLE IF NOT EXISTS updates (
     done BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX IF NOT EXISTS updates_unfinished ON updates (update_id) WHERE NOT done;
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS poller_lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    holder TEXT NOT NULL,
+    term BIGINT NOT NULL,
+    expires DOUBLE PRECISION NOT NULL
+);
 """
+# The database's clock, in seconds since the epoch: the one clock a lease is judged by.
+_DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
 # Migrations from a version to the next, applied in order under the schema lock.
 _MIGRATIONS: dict[int, str] = {}
 
 
 class PostgresStorage:
-    """``Storage`` on a pool of asyncpg connections, plus the poller election."""
+    """``Storage`` on a pool of asyncpg connections, plus the poller lease."""
 
     def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self._pool = pool
         self._url = url
-        self._session: asyncpg.Connection | None = None  # holds the poller lock
-        self._leading = False
 
     @classmethod
     async def connect(cls, url: str) -> PostgresStorage:
@@ -152,35 +163,26 @@ class PostgresStorage:
         return cls(pool, url)
 
     async def aclose(self) -> None:
-        await self._drop_session()
         await self._pool.close()
 
     # -- the poller election ------------------------------------------------------------
 
-    async def try_poller(self) -> bool:
-        """True while this replica holds the poller lock, taken on a session of its own.
+    async def claim_poller(self, holder: str, ttl_s: float) -> int | None:
+        term: int | None = await self._pool.fetchval(
+            "INSERT INTO poller_lease AS lease (id, holder, term, expires)"
+            f" VALUES (1, $1, 1, {_DB_NOW} + $2::float8)"
+            " ON CONFLICT (id) DO UPDATE SET holder = excluded.holder,"
+            " expires = excluded.expires,"
+            " term = lease.term + CASE WHEN lease.holder = excluded.holder THEN 0 ELSE 1 END"
+            f" WHERE lease.holder = excluded.holder OR lease.expires <= {_DB_NOW}"
+            " RETURNING term",
+            holder,
+            ttl_s,
+        )
+        return term
 
-        The lock lives as long as that session: when the process dies, PostgreSQL frees
-        it and a standby takes it on its next try. A session that stops answering is
-        dropped, and with it the claim to poll.
-        """
-        try:
-            if self._session is None or self._session.is_closed():
-                self._session, self._leading = await asyncpg.connect(self._url, timeout=5), False
-            if self._leading:
-                await self._session.fetchval("SELECT 1", timeout=5)
-            else:
-                lock = "SELECT pg_try_advisory_lock($1)"
-                self._leading = bool(await self._session.fetchval(lock, POLLER_LOCK, timeout=5))
-        except (asyncpg.PostgresError, OSError, TimeoutError):
-            await self._drop_session()
-        return self._leading
-
-    async def _drop_session(self) -> None:
-        session, self._session, self._leading = self._session, None, False
-        if session is not None:
-            with contextlib.suppress(asyncpg.PostgresError, OSError, TimeoutError):
-                await session.close(timeout=2)
+    async def release_poller(self, holder: str) -> None:
+        await self._pool.execute("UPDATE poller_lease SET expires = 0 WHERE holder = $1", holder)
 
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1", timeout=2)
@@ -227,6 +229,10 @@ class PostgresStorage:
                 await connection.execute(f"DELETE FROM {table} WHERE name = $1", name)
             status = await connection.execute("DELETE FROM schedules WHERE name = $1", name)
         return bool(status != "DELETE 0")
+
+    async def next_schedule_number(self) -> int:
+        number: int = await self._pool.fetchval(NEXT_SCHEDULE_NUMBER)
+        return number
 
     async def last_runs(self) -> dict[str, LastRun]:
         rows = await self._pool.fetch("SELECT name, last_run, last_reply FROM schedule_runs")
@@ -370,18 +376,23 @@ class PostgresStorage:
 
     async def record_update(self, update_id: int, owner: str, payload: str, now: float) -> bool:
         async with self._pool.acquire() as connection, connection.transaction():
-            await connection.execute(
-                "DELETE FROM updates WHERE received < $1", now - UPDATES_KEPT_S
-            )
-            status = await connection.execute(
-                "INSERT INTO updates (update_id, received, owner, payload)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                update_id,
-                now,
+            return await _record(connection, update_id, owner, payload, now)
+
+    async def record_polled_update(
+        self, update_id: int, owner: str, payload: str, now: float, term: int
+    ) -> bool | None:
+        async with self._pool.acquire() as connection, connection.transaction():
+            # FOR SHARE: a standby's takeover (an UPDATE of this row) waits for this commit,
+            # so its recovery, which runs after the takeover, sees what was recorded here.
+            held = await connection.fetchval(
+                "SELECT 1 FROM poller_lease WHERE id = 1 AND holder = $1 AND term = $2"
+                f" AND expires > {_DB_NOW} FOR SHARE",
                 owner,
-                payload,
+                term,
             )
-        return bool(status == "INSERT 0 1")
+            if not held:
+                return None
+            return await _record(connection, update_id, owner, payload, now)
 
     async def finish_update(self, update_id: int) -> None:
         await self._pool.execute(
@@ -390,8 +401,28 @@ class PostgresStorage:
 
     async def unfinished_updates(self, not_owner: str) -> list[JournalEntry]:
         rows = await self._pool.fetch(
-            "SELECT update_id, owner, payload FROM updates"
+            "SELECT update_id, owner, payload, received FROM updates"
             " WHERE NOT done AND owner <> $1 ORDER BY update_id",
             not_owner,
         )
         return [JournalEntry(*row) for row in rows]
+
+
+async def _record(
+    connection: PoolConnectionProxy[asyncpg.Record],
+    update_id: int,
+    owner: str,
+    payload: str,
+    now: float,
+) -> bool:
+    """Journal an update in the caller's transaction; False when it was seen before."""
+    await connection.execute("DELETE FROM updates WHERE received < $1", now - UPDATES_KEPT_S)
+    status = await connection.execute(
+        "INSERT INTO updates (update_id, received, owner, payload)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        update_id,
+        now,
+        owner,
+        payload,
+    )
+    return bool(status == "INSERT 0 1")

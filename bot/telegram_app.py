@@ -15,6 +15,8 @@ import mimetypes
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from telegram import (
     Voice,
 )
 from telegram.constants import MessageLimit
-from telegram.error import TelegramError
+from telegram.error import NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -45,6 +47,7 @@ from telegram.ext import (
     ContextTypes,
     MessageHandler,
     TypeHandler,
+    Updater,
     filters,
 )
 from telegram.request import HTTPXRequest
@@ -52,19 +55,23 @@ from telegram.request import HTTPXRequest
 from bot import commands
 from bot.audit import Outcome
 from bot.commands import MediaKind
-from bot.errors import AttachmentError, PostFailed
+from bot.errors import AttachmentError, LostPollerRole, PostFailed
 from bot.logs import get_logger
-from bot.replicas import Election, replica_id
-from bot.replies import split_text
+from bot.replicas import POLL_TIMEOUT_S, Election, replica_id
+from bot.replies import DATABASE_AWAY, split_text
 from bot.runtime import Runtime
 from bot.schedules import Schedule, cron_trigger
 from bot.sends import FileRef
-from bot.service import CONFIRM_TTL_S, Reply, Request
+from bot.service import CONFIRM_TTL_S, Interrupted, Reply, Request
 from bot.transport import AiohttpTransport
 
 log = get_logger("bot.telegram")
 Context = ContextTypes.DEFAULT_TYPE
 App = Application[Any, Any, Any, Any, Any, Any]
+REPLAY_WINDOW_S = 24 * 3600.0  # a journal entry older than this is never run again
+SCHEDULE_SYNC_S = 10.0  # replicas pick up schedules added or removed elsewhere this often
+# The poller lease term the update this task handles was admitted under (polling only).
+_TERM: ContextVar[int | None] = ContextVar("poller_term", default=None)
 
 
 @dataclass(frozen=True)
@@ -176,44 +183,159 @@ class TelegramFrontend:
         self.http = runtime.http
         self.storage = runtime.storage
         self.replicated = runtime.config.database_url is not None
+        self.webhook = bool(runtime.config.telegram.webhook_url)
         self.replica = replica_id()
+        self.election = Election(runtime.storage, self.replica, shared=self.replicated)
         self.app: App | None = None
-        self._rerun: set[int] = set()
+        self.updater: Updater | None = None  # polling: a fresh one each time we lead
+        self._inflight: dict[int, int] = {}  # update id -> term it is handled under (0: webhook)
+        self._unrecorded: set[int] = set()  # could not be journaled: answered, never run
+        self._unmarked: set[int] = set()  # handled, but "done" not stored yet
 
     # -- the update journal (replicas on PostgreSQL) ------------------------------------
 
-    async def journal_start(self, update: Update, context: Context) -> None:
-        """Before any handler: record the update, or skip it if it was seen before
-        (Telegram redelivers; a load balancer may hand one update to two replicas)."""
-        if update.update_id in self._rerun:
+    async def admit(self, update: object) -> None:
+        """Every update on its way to the handlers: the updater's ``put`` (polling) or the
+        web server's (webhook). Replicated, it is journaled first — while polling, only
+        under this replica's lease — so the updater asks Telegram for more (which confirms
+        these) only once they are recorded. Seen before: dropped. Not ours: dropped, and
+        the next poller gets it from Telegram. Database away: answered in one line and
+        never run, once Telegram has forgotten it (else a later poller would run it)."""
+        assert self.app is not None
+        if not self.replicated or not isinstance(update, Update):
+            await self.app.update_queue.put(update)
             return
+        update_id, now = update.update_id, time.time()
         payload = json.dumps(update.to_dict())
-        fresh = await self.storage.record_update(
-            update.update_id, self.replica, payload, time.time()
-        )
-        if not fresh:
-            log.info("update_seen_before", update_id=update.update_id)
+        term = 0 if self.webhook else self.election.term
+        try:
+            if term == 0:
+                fresh: bool | None = await self.storage.record_update(
+                    update_id, self.replica, payload, now
+                )
+            elif term is None:
+                fresh = None
+            else:
+                fresh = await self.storage.record_polled_update(
+                    update_id, self.replica, payload, now, term
+                )
+        except Exception as exc:  # whatever the driver raises: the record is not there
+            log.warning("journal_unreachable", update_id=update_id, error=type(exc).__name__)
+            if self.webhook or await self._confirm(update_id):
+                self._unrecorded.add(update_id)
+                await self.app.update_queue.put(update)
+            return
+        if fresh is None:
+            log.warning("update_not_ours", update_id=update_id)
+            self.election.lost()
+        elif not fresh:
+            log.info("update_seen_before", update_id=update_id)
+        else:
+            assert term is not None
+            self._inflight[update_id] = term
+            await self.app.update_queue.put(update)
+
+    async def _confirm(self, update_id: int) -> bool:
+        """Make Telegram forget ``update_id`` (getUpdates with the next offset, fenced like
+        every getUpdates): True once it has."""
+        assert self.app is not None
+        try:
+            await self.app.bot.get_updates(
+                offset=update_id + 1, timeout=0, allowed_updates=ALLOWED_UPDATES
+            )
+        except TelegramError as exc:
+            log.warning("update_not_confirmed", update_id=update_id, error=type(exc).__name__)
+            return False
+        return True
+
+    async def journal_start(self, update: Update, context: Context) -> None:
+        """Before any handler: an update that could not be journaled gets its one line;
+        one admitted under a lease this replica no longer holds is left to the poller
+        that does (its recovery answers or reruns it)."""
+        update_id = update.update_id
+        if update_id in self._unrecorded:
+            self._unrecorded.discard(update_id)
+            await self._answer_unrecorded(update, context)
             raise ApplicationHandlerStop
+        term = self._inflight.get(update_id)
+        if term is None:  # pragma: no cover - every update is admitted or recovered
+            raise ApplicationHandlerStop
+        if term:
+            _TERM.set(term)
+            if not self.election.holds(term):
+                self._let_go(update_id)
+                raise ApplicationHandlerStop
 
     async def journal_done(self, update: Update, context: Context) -> None:
         """After every handler: the update is handled (its id is kept for dedupe)."""
-        self._rerun.discard(update.update_id)
-        await self.storage.finish_update(update.update_id)
+        if self._fenced():
+            self._let_go(update.update_id)
+            return
+        self._inflight.pop(update.update_id, None)
+        self._unmarked.add(update.update_id)
+        try:
+            await self._mark_done()
+        except Exception as exc:  # answered already: stored with the next one, or on recovery
+            log.warning("journal_done_failed", update_id=update.update_id, error=type(exc).__name__)
+            return
         log.debug("update_done", update_id=update.update_id)
 
-    async def recover(self, app: App) -> None:
-        """On becoming the poller: finish what a dead poller started. A send is answered
-        ``outcome unknown`` (never sent again); anything else runs again."""
-        for entry in await self.storage.unfinished_updates(self.replica):
-            if entry.update_id in self._rerun:
-                continue  # already queued by an earlier takeover that did not finish
+    async def _mark_done(self) -> None:
+        """Store "done" for every handled update (a failure is tried again next time)."""
+        for update_id in sorted(self._unmarked):
+            await self.storage.finish_update(update_id)
+            self._unmarked.discard(update_id)
+
+    def _fenced(self) -> bool:
+        """True when this task handles an update under a lease this replica lost."""
+        term = _TERM.get()
+        return term is not None and not self.election.holds(term)
+
+    def _must_hold(self) -> None:
+        if self._fenced():
+            raise LostPollerRole("the poller lease ran out while handling an update")
+
+    def _let_go(self, update_id: int) -> None:
+        """Stop handling an update under a lost lease: unfinished, the poller reruns it."""
+        if self._inflight.get(update_id) == _TERM.get():
+            del self._inflight[update_id]
+        log.warning("update_left_to_the_poller", update_id=update_id, term=_TERM.get())
+
+    async def _answer_unrecorded(self, update: Update, context: Context) -> None:
+        """The one line for an update the journal could not take (if a handler would
+        take the update at all)."""
+        assert self.app is not None
+        if not any(h.check_update(update) for h in self.app.handlers.get(0, [])):
+            return
+        message, query = update.message, update.callback_query
+        if message is not None:
+            reply = self.service.unrecorded(to_request(message, self.http))
+            await self.send(context.bot, message.chat_id, reply, reply_to=message.message_id)
+        elif query is not None:
+            await _quietly(query.answer(DATABASE_AWAY))
+
+    async def recover(self, app: App, term: int) -> None:
+        """On becoming the poller: finish what an earlier poller (this replica's too)
+        started and did not finish. A send is answered ``outcome unknown`` (never sent
+        again), one that asks to confirm never asks twice; anything else runs again.
+        Nothing older than ``REPLAY_WINDOW_S`` is run."""
+        await self._mark_done()
+        now = time.time()
+        for entry in await self.storage.unfinished_updates(""):  # "": ours as well
+            update_id = entry.update_id
+            if self._inflight.get(update_id) == term or update_id in self._unmarked:
+                continue  # running here under this lease, or queued by an earlier try
+            if now - entry.received > REPLAY_WINDOW_S:
+                await self.storage.finish_update(update_id)
+                log.warning("recovery_skipped_stale", update_id=update_id, owner=entry.owner)
+                continue
             update = Update.de_json(json.loads(entry.payload), app.bot)
             if await self._interrupted_send(update, app.bot):
-                await self.storage.finish_update(entry.update_id)
+                await self.storage.finish_update(update_id)
             else:
-                self._rerun.add(entry.update_id)
+                self._inflight[update_id] = term
                 await app.update_queue.put(update)
-            log.info("recovered_update", update_id=entry.update_id, owner=entry.owner)
+            log.info("recovered_update", update_id=update_id, owner=entry.owner)
 
     async def _interrupted_send(self, update: Update, bot: Bot) -> bool:
         """Answer a send the dead poller may have made; False when it is safe to rerun."""
@@ -229,10 +351,13 @@ class TelegramFrontend:
         request = to_request(message, self.http)
         replied = message.reply_to_message
         post = replied and await self.storage.find_post(message.chat_id, replied.message_id)
-        if not (self.service.may_have_sent(request) or post):
+        if post:
+            name = "wa" if post.channel == "whatsapp" else "tg"
+            reply = await self.service.interrupted(request, name)
+        elif (kind := self.service.interruption(request)) is Interrupted.NOTHING:
             return False
-        name = None if not post else "wa" if post.channel == "whatsapp" else "tg"
-        reply = await self.service.interrupted(request, name)
+        else:
+            reply = await self.service.interrupted(request, prompt=kind is Interrupted.PROMPT)
         await self.send(bot, message.chat_id, reply, reply_to=message.message_id)
         return True
 
@@ -297,11 +422,15 @@ class TelegramFrontend:
         result = await self.service.press(
             token, query.from_user.id, action == "send", self.load_attachment
         )
+        self._must_hold()
         await _quietly(query.answer(result.toast))
         if result.reply is not None and isinstance(query.message, Message):
             await self.replace(context.bot, query.message, result.reply)
 
     async def on_error(self, update: object, context: Context) -> None:
+        if self._fenced() and isinstance(update, Update):  # the poller answers it
+            self._let_go(update.update_id)
+            raise ApplicationHandlerStop
         error_id = secrets.token_hex(4)
         log.error("unhandled_error", error_id=error_id, exc_info=context.error)
         if isinstance(update, Update) and update.effective_chat is not None:
@@ -336,7 +465,11 @@ class TelegramFrontend:
     async def send(
         self, bot: Bot, chat_id: int, reply: Reply, reply_to: int | None = None
     ) -> list[Message]:
-        """Post ``reply`` (split if long); the last message carries any buttons."""
+        """Post ``reply`` (split if long); the last message carries any buttons.
+
+        Handling an update, only while this replica holds the lease it was admitted under.
+        """
+        self._must_hold()
         parameters = (
             ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         )
@@ -365,6 +498,7 @@ class TelegramFrontend:
 
     async def replace(self, bot: Bot, message: Message, reply: Reply) -> None:
         """Put ``reply`` on a prompt message (buttons removed); overflow goes in new messages."""
+        self._must_hold()
         first, *rest = split_text(reply.text)
         await _quietly(bot.edit_message_text(first, message.chat_id, message.message_id))
         for chunk in rest:
@@ -375,6 +509,17 @@ class TelegramFrontend:
         await _quietly(self.register_commands(app.bot))
         self.service.attach_scheduler(JobQueueScheduler(app, self.run_schedule))
         await self.service.start_schedules()
+        if self.replicated and app.job_queue is not None:
+            app.job_queue.run_repeating(
+                self.sync_schedules, SCHEDULE_SYNC_S, first=SCHEDULE_SYNC_S, name="sync"
+            )
+
+    async def sync_schedules(self, context: Context) -> None:
+        """Start or stop the schedules other replicas added or removed."""
+        try:
+            await self.service.sync_schedules()
+        except Exception as exc:  # the database is away: next round
+            log.warning("schedule_sync_failed", error=type(exc).__name__)
 
     async def register_commands(self, bot: Bot) -> None:
         """The menu users see, from the same table as /help."""
@@ -421,6 +566,11 @@ class JobQueueScheduler:
             for job in self._app.job_queue.get_jobs_by_name(name):
                 job.schedule_removal()
 
+    def names(self) -> set[str]:
+        queue = self._app.job_queue
+        jobs = queue.jobs() if queue is not None else ()
+        return {job.data.name for job in jobs if isinstance(job.data, Schedule)}
+
 
 async def _quietly(call: Any) -> Any:
     """Await a Telegram call whose failure must not cost the user their reply."""
@@ -456,10 +606,9 @@ def build_application(
         .concurrent_updates(True)
         .rate_limiter(limiter)
         .request(_request(TELEGRAM_POOL))
-        .get_updates_request(_request(1))
+        .get_updates_request(_FencedRequest(frontend.election.may_poll))
+        .updater(None)  # polling: ``serve`` makes an updater each time this replica leads
     )
-    if config.telegram.webhook_url:
-        builder = builder.updater(None)
     app: App = builder.build()
     # A text reply to one of the bot's messages may answer a bridge post.
     app.add_handler(
@@ -495,19 +644,53 @@ def _request(pool: int) -> HTTPXRequest:
     )
 
 
+class _FencedRequest(HTTPXRequest):
+    """The ``getUpdates`` client: no request leaves unless ``may_poll()`` — this replica's
+    poller lease is known valid for the whole long poll (``Election.may_poll``)."""
+
+    def __init__(self, may_poll: Callable[[], bool]) -> None:
+        limits = httpx.Limits(max_connections=1)
+        super().__init__(
+            connection_pool_size=1, httpx_kwargs={"transport": AiohttpTransport(limits)}
+        )
+        self._may_poll = may_poll
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        if not self._may_poll():
+            raise NetworkError("not sent: this replica is not (surely) the poller")
+        return await super().do_request(*args, **kwargs)
+
+
+class _AdmittingQueue(asyncio.Queue[object]):
+    """The updater's queue: ``put`` is ``TelegramFrontend.admit``. The updater puts every
+    update of a batch before it sends the next getUpdates (the one that confirms them),
+    so nothing is confirmed to Telegram before it is journaled."""
+
+    def __init__(self, admit: Callable[[object], Awaitable[None]]) -> None:
+        super().__init__()
+        self._admit = admit
+
+    async def put(self, item: object) -> None:
+        await self._admit(item)
+
+
+def _polling_failed(error: TelegramError) -> None:
+    log.warning("polling_failed", error=type(error).__name__, detail=error.message)
+
+
 async def serve(
     app: App, frontend: TelegramFrontend, runtime: Runtime, stop: asyncio.Event
 ) -> None:
     """Run until ``stop`` is set, then finish the updates in flight and shut down.
 
-    Polling: this replica polls while it holds the poller lock (always, on SQLite) and
-    stands by otherwise. The web server (``http.port``) stops first, so no update or
-    inbound message is taken that the bot would not finish; accepted inbound messages
-    are already stored.
+    Polling: this replica polls while it holds the poller lease (always, on SQLite) and
+    stands by otherwise (``bot.replicas.Election``). The web server (``http.port``) stops
+    first, so no update or inbound message is taken that the bot would not finish;
+    accepted inbound messages are already stored.
     """
     config = runtime.config
     telegram = config.telegram
-    election = Election(runtime.storage)
+    election = frontend.election
     async with app:
         await app.start()
         await frontend.post_init(app)
@@ -520,7 +703,7 @@ async def serve(
                 await runtime.storage.ping()
             except Exception:
                 return False, {"role": role(), "storage": "unreachable"}
-            polling = app.updater is not None and app.updater.running
+            polling = frontend.updater is not None and frontend.updater.running
             taking = role() != "poller" or polling
             return taking and runtime.service.last_gateway_up is not False, {"role": role()}
 
@@ -530,7 +713,7 @@ async def serve(
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("webhook_update_unreadable", error=type(exc).__name__)
                 return
-            await app.update_queue.put(update)
+            await frontend.admit(update)
 
         server = None
         if config.http.port:
@@ -552,19 +735,24 @@ async def serve(
             if runtime.bridge is not None
             else None
         )
-        updater = app.updater
 
-        async def lead() -> None:
-            assert updater is not None
+        async def lead(term: int) -> None:
             if frontend.replicated:
-                await frontend.recover(app)
-            await updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+                await frontend.recover(app, term)
+            updater = Updater(app.bot, _AdmittingQueue(frontend.admit))
+            await updater.initialize()
+            await updater.start_polling(
+                timeout=POLL_TIMEOUT_S,
+                allowed_updates=ALLOWED_UPDATES,
+                error_callback=_polling_failed,
+            )
+            frontend.updater = updater
 
         async def step_down() -> None:
-            assert updater is not None
-            await updater.stop()
+            updater, frontend.updater = frontend.updater, None
+            if updater is not None and updater.running:
+                await updater.stop()
 
-        electing = None
         if telegram.webhook_url:
             await app.bot.set_webhook(
                 telegram.webhook_url,
@@ -572,17 +760,15 @@ async def serve(
                 allowed_updates=ALLOWED_UPDATES,
             )
         else:
-            electing = asyncio.create_task(election.run(lead, step_down, stop))
+            await election.start(lead, step_down)
         log.info("started", mode="webhook" if telegram.webhook_url else "polling")
         await stop.wait()
         log.info("stopping")
         if server is not None:
             await server.stop()
-        if electing is not None:
-            await electing
-        if updater is not None and updater.running:
-            await updater.stop()
+        await election.stand_down()
         if poster is not None:
             poster.cancel()
             await asyncio.gather(poster, return_exceptions=True)
         await app.stop()
+        await election.stop()  # after the updates in flight are answered: the lease goes
