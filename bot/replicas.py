@@ -29,6 +29,14 @@ anyone, when it can no longer be sure it holds it. That is the fence:
   update whose handler ran into a lost term is left unfinished in the journal, and the
   new poller's recovery answers it (a send: ``outcome unknown``) or runs it again.
 
+One gap is left to the operating system: a VM whose monotonic clock stands still while
+it is paused resumes believing its lease is fresh and may send one more getUpdates (a
+409 for the new poller); the journal's database-side check still keeps it from
+handling or confirming what it fetched, and its next renewal tells it the lease is
+gone. A WhatsMate call already under way when the lease runs out is not stopped (the
+gateway takes no fencing token): the new poller answers that command ``outcome
+unknown``, which stays true.
+
 With SQLite (one process) the lease is never shared: this replica polls from the start
 and never lapses. What the new poller must finish of the old one's work is the Telegram
 front end's business (``TelegramFrontend.recover``).
