@@ -445,6 +445,7 @@ class TelegramFrontend:
         )
 
     async def expire_prompt(self, context: Context) -> None:
+        _not_an_update()
         job = context.job
         if job is None or not isinstance(job.data, _PromptRef):
             return
@@ -454,6 +455,7 @@ class TelegramFrontend:
             await _quietly(context.bot.edit_message_text(reply.text, chat_id, message_id))
 
     async def run_schedule(self, context: Context) -> None:
+        _not_an_update()
         job = context.job
         if job is None or not isinstance(job.data, Schedule):
             return
@@ -570,6 +572,13 @@ class JobQueueScheduler:
         queue = self._app.job_queue
         jobs = queue.jobs() if queue is not None else ()
         return {job.data.name for job in jobs if isinstance(job.data, Schedule)}
+
+
+def _not_an_update() -> None:
+    """A job runs on every replica, never fenced. Its task may have copied the context
+    of the handler that scheduled it (APScheduler wakes up in the caller's context), so
+    the term is cleared."""
+    _TERM.set(None)
 
 
 async def _quietly(call: Any) -> Any:
