@@ -27,6 +27,22 @@ _QUIET_LIBRARIES = {
 }
 
 
+class _MalformedRequests(logging.Filter):
+    """aiohttp's server logs a request a client framed wrongly (a bad chunk size, a bad
+    header) as an error with a traceback, though it answered 400 and the fault is the
+    client's: one warning line instead, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = f"malformed_request: {type(error).__name__}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 class SecretRedactor:
     """A structlog processor that replaces every known secret in every string value."""
 
@@ -96,6 +112,8 @@ def configure_logging(
     root.setLevel(numeric)
     for name, floor in _QUIET_LIBRARIES.items():
         logging.getLogger(name).setLevel(max(floor, numeric))
+    server = logging.getLogger("aiohttp.server")
+    server.filters[:] = [_MalformedRequests()]
 
 
 def get_logger(name: str) -> Any:

@@ -52,7 +52,7 @@ from telegram.request import HTTPXRequest
 from bot import commands
 from bot.audit import Outcome
 from bot.commands import MediaKind
-from bot.errors import AttachmentError, PostFailed
+from bot.errors import AttachmentError, InboundRejected, PostFailed
 from bot.logs import get_logger
 from bot.replicas import Election, replica_id
 from bot.replies import split_text
@@ -524,12 +524,12 @@ async def serve(
             taking = role() != "poller" or polling
             return taking and runtime.service.last_gateway_up is not False, {"role": role()}
 
-        async def deliver(data: object) -> None:
+        async def deliver(data: dict[str, Any]) -> None:
             try:
-                update = Update.de_json(data if isinstance(data, dict) else {}, app.bot)
-            except (KeyError, TypeError, ValueError) as exc:
+                update = Update.de_json(data, app.bot)
+            except Exception as exc:  # PTB's parser meets untrusted JSON: any error is a 400
                 log.warning("webhook_update_unreadable", error=type(exc).__name__)
-                return
+                raise InboundRejected(400, "not a Telegram update") from None
             await app.update_queue.put(update)
 
         server = None
