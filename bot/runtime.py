@@ -2,8 +2,8 @@
 
 One ``httpx.AsyncClient`` (one connection pool sized for fan-out), one ``Storage``
 (SQLite, or PostgreSQL for replicas), one gateway, one service. Everything that is
-opened here is closed here, in reverse order, with the audit flushed last-but-one so no
-entry is lost on shutdown.
+opened here is closed here, in reverse order, with the audit closed last-but-one (a last
+write; an entry the database still cannot take is logged, never dropped silently).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ async def open_runtime(
             try:
                 yield Runtime(config, http, audit, gateway, service, metrics, storage, bridge)
             finally:
-                await audit.flush()
+                await audit.close()
     finally:
         await storage.aclose()
 
