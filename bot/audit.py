@@ -9,10 +9,9 @@ command, to which numbers, and how it ended.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import replace
 
+from bot.clock import Clock
 from bot.storage import AuditEntry, Outcome, Storage
 
 __all__ = ["AuditEntry", "AuditLog", "Outcome"]
@@ -21,7 +20,7 @@ __all__ = ["AuditEntry", "AuditLog", "Outcome"]
 class AuditLog:
     """Append-only record of commands; ``record`` never blocks the caller."""
 
-    def __init__(self, storage: Storage, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, storage: Storage, clock: Clock) -> None:
         self._storage = storage
         self._clock = clock
         self._buffer: list[AuditEntry] = []
@@ -30,7 +29,7 @@ class AuditLog:
     def record(self, entry: AuditEntry) -> None:
         """Queue ``entry``; it is written within one batch, soon, off the event loop."""
         if not entry.at:
-            entry = replace(entry, at=self._clock())
+            entry = replace(entry, at=self._clock.now())
         self._buffer.append(entry)
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.ensure_future(self._write_batches())

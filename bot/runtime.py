@@ -8,7 +8,7 @@ entry is lost on shutdown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -17,6 +17,7 @@ from tenacity.wait import wait_base
 
 from bot.audit import AuditLog
 from bot.bridge import Bridge
+from bot.clock import Clock, SystemClock
 from bot.commands import Channel
 from bot.config import Config
 from bot.gateway import WhatsMate
@@ -37,6 +38,7 @@ class Runtime:
     metrics: Metrics | None
     storage: Storage
     bridge: Bridge | None
+    clock: Clock
 
 
 def http_client(
@@ -63,15 +65,17 @@ async def open_runtime(
     config: Config,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-    clock: Callable[[], float] | None = None,
+    clock: Clock | None = None,
     backoff: wait_base | None = None,
     pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
 ) -> AsyncIterator[Runtime]:
+    # The one clock: every part that reads the time is handed this one.
+    clock = clock if clock is not None else SystemClock()
     metrics = Metrics() if config.http.port else None
     storage = await open_storage(config)
     try:
         async with http_client(config, transport) as http:
-            audit = AuditLog(storage)
+            audit = AuditLog(storage, clock)
             wa = config.whatsmate
             gateway = WhatsMate(
                 http,
@@ -95,8 +99,8 @@ async def open_runtime(
                 audit,
                 storage=storage,
                 observe=metrics.observe_command if metrics else None,
+                clock=clock,
                 pdf_polling=pdf_polling,
-                **({"clock": clock} if clock else {}),
             )
             bridge = None
             if config.inbound is not None:
@@ -106,10 +110,13 @@ async def open_runtime(
                     secret=config.inbound.secret,
                     default_chat=config.inbound.chat,
                     address_book=config.address_book,
+                    clock=clock,
                     observe=metrics.observe_inbound if metrics else None,
                 )
             try:
-                yield Runtime(config, http, audit, gateway, service, metrics, storage, bridge)
+                yield Runtime(
+                    config, http, audit, gateway, service, metrics, storage, bridge, clock
+                )
             finally:
                 await audit.flush()
     finally:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from bot import commands as c
 from bot.audit import AuditEntry, AuditLog, Outcome
+from bot.clock import Clock
 from bot.config import Config
 from bot.errors import (
     AttachmentError,
@@ -140,7 +141,7 @@ class Service:
         audit: AuditLog,
         *,
         storage: Storage,
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
         observe: CommandObserver | None = None,
         pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
     ) -> None:
@@ -199,7 +200,7 @@ class Service:
         request = request_from_json(prompt.request, load)
         identity = self._identity(request)
         name = f"/{c.command_name(request.text) or '?'}"
-        if self._clock() - prompt.created > CONFIRM_TTL_S:
+        if self._clock.now() - prompt.created > CONFIRM_TTL_S:
             result = _closed("Expired after 5 minutes", "expired", self._recipient_names(request))
             toast = "Expired."
         elif not send:
@@ -285,7 +286,7 @@ class Service:
         if self._scheduler is None:
             return
         last_runs = await self._storage.last_runs()
-        now = time.time()
+        now = self._clock.now()
         for schedule in (*self._configured(), *await added_schedules(self._storage)):
             self._scheduler.start(
                 schedule, first_run_in(schedule, last_runs.get(schedule.name), now)
@@ -296,7 +297,7 @@ class Service:
 
         None when another replica has this slot, or ``notify: change`` has nothing new.
         """
-        now = time.time()
+        now = self._clock.now()
         slot = slot_of(schedule, now, await self._storage.first_run(schedule.name, now))
         if not await self._storage.claim_slot(schedule.name, slot, now):
             return None
@@ -309,7 +310,7 @@ class Service:
         self._finish(identity, f"/{name}", result, started)
         reply = result.reply
         last = (await self._storage.last_runs()).get(schedule.name)
-        await self._storage.mark_run(schedule.name, time.time(), reply.text)
+        await self._storage.mark_run(schedule.name, self._clock.now(), reply.text)
         return reply if should_post(schedule, last.reply if last else None, reply.text) else None
 
     # -- dispatch -----------------------------------------------------------------
@@ -351,7 +352,7 @@ class Service:
         self, parsed: c.Parsed, recipients: tuple[Recipient, ...], request: Request
     ) -> Reply:
         token = secrets.token_urlsafe(12)
-        stored = StoredPrompt(token, self._clock(), request.user_id, request_to_json(request))
+        stored = StoredPrompt(token, self._clock.now(), request.user_id, request_to_json(request))
         await self._storage.save_prompt(stored)
         shown = ", ".join(r.written if r.group else mask(r.number) for r in recipients[:5])
         more = f" and {len(recipients) - 5} more" if len(recipients) > 5 else ""
@@ -380,7 +381,7 @@ class Service:
         ]
         if message_id is not None and reached:  # an answer from them lands under the command
             thread = Thread(identity.chat_id, message_id)
-            await self._storage.record_threads(reached, thread, time.time())
+            await self._storage.record_threads(reached, thread, self._clock.now())
         return send_result(plan.title, lines, tuple(r.audit_name for r in recipients))
 
     async def answer_post(self, request: Request, post_id: int) -> Reply | None:
@@ -462,8 +463,11 @@ class Service:
     async def _codes(self) -> dict[str, str]:
         async with self._languages_lock:
             cached = self._languages
-            if cached is None or self._clock() - cached[0] > LANGUAGE_CACHE_S:
-                self._languages = cached = (self._clock(), await self._gateway.supported_codes())
+            if cached is None or self._clock.now() - cached[0] > LANGUAGE_CACHE_S:
+                self._languages = cached = (
+                    self._clock.now(),
+                    await self._gateway.supported_codes(),
+                )
             return cached[1]
 
     async def _check_language(self, code: str) -> None:

@@ -14,7 +14,6 @@ import json
 import mimetypes
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +174,7 @@ class TelegramFrontend:
         self.service = runtime.service
         self.http = runtime.http
         self.storage = runtime.storage
+        self.clock = runtime.clock
         self.replicated = runtime.config.database_url is not None
         self.replica = replica_id()
         self.app: App | None = None
@@ -189,7 +189,7 @@ class TelegramFrontend:
             return
         payload = json.dumps(update.to_dict())
         fresh = await self.storage.record_update(
-            update.update_id, self.replica, payload, time.time()
+            update.update_id, self.replica, payload, self.clock.now()
         )
         if not fresh:
             log.info("update_seen_before", update_id=update.update_id)

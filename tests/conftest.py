@@ -7,6 +7,7 @@ import io
 import os
 import socket
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -69,16 +70,21 @@ FAST_PDF_POLLING = PdfPolling(every_s=0.01, give_up_s=5)
 
 
 class FakeClock:
-    """An injectable monotonic clock: tests move time instead of sleeping."""
+    """The bot's ``Clock`` for tests: real time, moved on by ``advance`` instead of sleeping.
+
+    It runs on from the real time because the JobQueue fires schedules on real timers
+    and a schedule's slot is read from this clock; ``advance`` jumps over what a test
+    must not wait for (a prompt's five minutes, a thread's 24 hours).
+    """
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.offset = 0.0
 
-    def __call__(self) -> float:
-        return self.now
+    def now(self) -> float:
+        return time.time() + self.offset
 
     def advance(self, seconds: float) -> None:
-        self.now += seconds
+        self.offset += seconds
 
 
 def base_config(telegram: FakeTelegram, whatsmate: FakeWhatsMate, tmp_path: Path) -> dict[str, Any]:
