@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 from bot import commands as c
 from bot.audit import Outcome
@@ -116,28 +116,48 @@ async def manage_schedules(
 ) -> Result:
     """``/schedule list | add <every> <command> | remove <name>`` (admins)."""
     added = await added_schedules(storage)
-    if isinstance(command, c.ScheduleList):
-        rows = [
-            f"{s.name}: {s.when} in chat {s.chat_id}: {s.command}"
-            + (" (config)" if not s.from_chat else "")
-            for s in (*configured, *added)
-        ]
-        return Result(Reply("\n".join(rows) or "No schedules.", Outcome.OK))
-    if isinstance(command, c.ScheduleRemove):
-        if any(s.name == command.name for s in configured):
-            text = f"{command.name} comes from the config file; edit it there."
-            return Result(Reply(text, Outcome.USAGE))
-        if not await storage.remove_schedule(command.name):
-            return Result(Reply(f"No schedule named {command.name!r}.", Outcome.USAGE))
-        scheduler.stop(command.name)
-        return Result(Reply(f"Removed schedule {command.name}.", Outcome.OK), command.name)
+    match command:
+        case c.ScheduleList():
+            rows = [
+                f"{s.name}: {s.when} in chat {s.chat_id}: {s.command}"
+                + (" (config)" if not s.from_chat else "")
+                for s in (*configured, *added)
+            ]
+            return Result(Reply("\n".join(rows) or "No schedules.", Outcome.OK))
+        case c.ScheduleRemove():
+            return await _remove(command.name, configured, storage, scheduler)
+        case c.ScheduleAdd():
+            return await _add(command, (*configured, *added), storage, scheduler, chat_id, user_id)
+        case _:
+            assert_never(command)
+
+
+async def _remove(
+    name: str, configured: Sequence[Schedule], storage: Storage, scheduler: Scheduler
+) -> Result:
+    if any(s.name == name for s in configured):
+        return Result(Reply(f"{name} comes from the config file; edit it there.", Outcome.USAGE))
+    if not await storage.remove_schedule(name):
+        return Result(Reply(f"No schedule named {name!r}.", Outcome.USAGE))
+    scheduler.stop(name)
+    return Result(Reply(f"Removed schedule {name}.", Outcome.OK), name)
+
+
+async def _add(
+    command: c.ScheduleAdd,
+    existing: Sequence[Schedule],
+    storage: Storage,
+    scheduler: Scheduler,
+    chat_id: int,
+    user_id: int,
+) -> Result:
     every_s = parse_schedule_every(command.every)
     usage = c.SPECS["schedule"]
     if every_s is None:
         raise usage.fail("<every> is a number and s, m, h or d, at least 10s (e.g. 15m).")
     if isinstance(c.parse(command.command).command, c.SCHEDULE_COMMANDS):
         raise usage.fail("A schedule cannot manage schedules.")
-    taken = {s.name for s in (*configured, *added)}
+    taken = {s.name for s in existing}
     name = next(f"s{n}" for n in range(1, len(taken) + 2) if f"s{n}" not in taken)
     schedule = Schedule(name, chat_id, command.command, every_s, notify="change", from_chat=True)
     await storage.add_schedule(

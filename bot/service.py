@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import assert_never
 
 from bot import commands as c
 from bot.audit import AuditEntry, AuditLog, Outcome
@@ -343,13 +344,17 @@ class Service:
         attachment = attachment_for(parsed, request.attachment)
         plan = plan_send(command, recipients, self._gateway, attachment)  # limits: before all
         if len(recipients) > self.config.confirm_over and not confirmed:
-            prompt = await self._ask_confirmation(parsed, recipients, request)
+            prompt = await self._ask_confirmation(parsed.spec.name, command, recipients, request)
             names = tuple(r.audit_name for r in recipients)
             return Result(prompt, "awaiting confirmation", names)
         return await self._send(identity, request.message_id, plan, recipients)
 
     async def _ask_confirmation(
-        self, parsed: c.Parsed, recipients: tuple[Recipient, ...], request: Request
+        self,
+        name: str,
+        command: c.SendCommand,
+        recipients: tuple[Recipient, ...],
+        request: Request,
     ) -> Reply:
         token = secrets.token_urlsafe(12)
         stored = StoredPrompt(token, self._clock.now(), request.user_id, request_to_json(request))
@@ -357,10 +362,10 @@ class Service:
         shown = ", ".join(r.written if r.group else mask(r.number) for r in recipients[:5])
         more = f" and {len(recipients) - 5} more" if len(recipients) > 5 else ""
         lines = [
-            f"Send /{parsed.spec.name} to {len(recipients)} recipients?",
+            f"Send /{name} to {len(recipients)} recipients?",
             f"To: {shown}{more}",
         ]
-        first_line = _first_line(parsed.command)
+        first_line = _first_line(command)
         if first_line:
             lines.append(f"Message: {first_line}")
         lines.append("Only you can confirm; this expires in 5 minutes.")
@@ -415,37 +420,45 @@ class Service:
 
     # -- everything that is not a send ----------------------------------------------
 
-    async def _query(self, identity: _Identity, command: c.Command) -> Result:
-        if isinstance(command, c.Status):
-            return await self._status()
-        if isinstance(command, c.Translate):
-            check_translation(command.text)
-            await self._check_language(command.source)
-            await self._check_language(command.target)
-            text = await self._gateway.translate(command.source, command.target, command.text)
-            return Result(Reply(text, Outcome.OK), f"{command.source}->{command.target}")
-        if isinstance(command, c.PdfToText):
-            if is_telegram_file(command.url, self.config.telegram):
-                text = (
-                    "Not sent: that is a Telegram file address, which carries the bot's token "
-                    "and never leaves the bot. Give the PDF's own http(s) address."
-                )
-                return Result(Reply(text, Outcome.USAGE), "telegram file url refused")
-            return await pdf_to_text(self._gateway, command.url, self._pdf_polling)
-        if isinstance(command, c.ListLanguages):
-            return await self._languages_reply(command.filter)
-        if isinstance(command, c.History):
-            return await self._history(identity, command.count)
-        if isinstance(command, c.WhoAmI):
-            text = f"You are {identity.user_id} ({identity.role.value}) in chat {identity.chat_id}."
-            return Result(Reply(text, Outcome.OK))
-        if isinstance(command, c.Help):
-            access = c.Access.ADMIN if identity.role is Role.ADMIN else c.Access.MEMBER
-            text = "Commands you may use:\n" + "\n".join(c.help_lines(access))
-            return Result(Reply(text, Outcome.OK))
-        if isinstance(command, c.SCHEDULE_COMMANDS):
-            return await self._schedule(identity, command)
-        raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+    async def _query(self, identity: _Identity, command: c.QueryCommand) -> Result:
+        match command:
+            case c.Status():
+                return await self._status()
+            case c.Translate():
+                return await self._translate(command)
+            case c.PdfToText():
+                return await self._pdf(command)
+            case c.ListLanguages():
+                return await self._languages_reply(command.filter)
+            case c.History():
+                return await self._history(identity, command.count)
+            case c.WhoAmI():
+                user, role, chat = identity.user_id, identity.role.value, identity.chat_id
+                return Result(Reply(f"You are {user} ({role}) in chat {chat}.", Outcome.OK))
+            case c.Help():
+                access = c.Access.ADMIN if identity.role is Role.ADMIN else c.Access.MEMBER
+                text = "Commands you may use:\n" + "\n".join(c.help_lines(access))
+                return Result(Reply(text, Outcome.OK))
+            case c.ScheduleList() | c.ScheduleAdd() | c.ScheduleRemove():
+                return await self._schedule(identity, command)
+            case _:
+                assert_never(command)
+
+    async def _translate(self, command: c.Translate) -> Result:
+        check_translation(command.text)
+        await self._check_language(command.source)
+        await self._check_language(command.target)
+        text = await self._gateway.translate(command.source, command.target, command.text)
+        return Result(Reply(text, Outcome.OK), f"{command.source}->{command.target}")
+
+    async def _pdf(self, command: c.PdfToText) -> Result:
+        if is_telegram_file(command.url, self.config.telegram):
+            text = (
+                "Not sent: that is a Telegram file address, which carries the bot's token "
+                "and never leaves the bot. Give the PDF's own http(s) address."
+            )
+            return Result(Reply(text, Outcome.USAGE), "telegram file url refused")
+        return await pdf_to_text(self._gateway, command.url, self._pdf_polling)
 
     async def _status(self) -> Result:
         instance = self.config.whatsmate.telegram_instance
@@ -562,11 +575,15 @@ async def _status_line(label: str, call: Awaitable[GatewayStatus]) -> tuple[str,
     return f"{label}: {status.status}", status.ok
 
 
-def _first_line(command: c.Command) -> str:
-    if isinstance(command, c.SendText):
-        return summary_line(command.message)
-    if isinstance(command, c.SendLocation):
-        return f"location {command.latitude:g}, {command.longitude:g}"
-    if isinstance(command, c.SendMedia):
-        return f"a {command.kind.value}" + (f" ({command.caption[:60]})" if command.caption else "")
-    return ""
+def _first_line(command: c.SendCommand) -> str:
+    """What a confirmation prompt shows of the message."""
+    match command:
+        case c.SendText():
+            return summary_line(command.message)
+        case c.SendLocation():
+            return f"location {command.latitude:g}, {command.longitude:g}"
+        case c.SendMedia():
+            caption = f" ({command.caption[:60]})" if command.caption else ""
+            return f"a {command.kind.value}{caption}"
+        case _:
+            assert_never(command)
