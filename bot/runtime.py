@@ -21,14 +21,16 @@ from bot.clock import Clock, SystemClock
 from bot.commands import Channel
 from bot.config import Config
 from bot.gateway import WhatsMate
+from bot.health import GatewayHealth
 from bot.metrics import Metrics
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
+from bot.schedules import Timers
 from bot.service import Service
 from bot.storage import SqliteStorage, Storage
 from bot.transport import AiohttpTransport
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
     config: Config
     http: httpx.AsyncClient
@@ -39,6 +41,8 @@ class Runtime:
     storage: Storage
     bridge: Bridge | None
     clock: Clock
+    timers: Timers | None  # the schedules' timer, when the bot runs for good (``run``)
+    gateway_health: GatewayHealth
 
 
 def http_client(
@@ -68,10 +72,15 @@ async def open_runtime(
     clock: Clock | None = None,
     backoff: wait_base | None = None,
     pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
+    serving: bool = False,
 ) -> AsyncIterator[Runtime]:
+    """Everything one front end needs; ``serving`` for the long-running bot (schedules
+    run), not for one-shot front ends (exec, check, demo)."""
     # The one clock: every part that reads the time is handed this one.
     clock = clock if clock is not None else SystemClock()
     metrics = Metrics() if config.http.port else None
+    timers = Timers() if serving else None
+    gateway_health = GatewayHealth()
     storage = await open_storage(config)
     try:
         async with http_client(config, transport) as http:
@@ -100,6 +109,8 @@ async def open_runtime(
                 storage=storage,
                 observe=metrics.observe_command if metrics else None,
                 clock=clock,
+                scheduler=timers,
+                gateway_health=gateway_health,
                 pdf_polling=pdf_polling,
             )
             bridge = None
@@ -115,7 +126,17 @@ async def open_runtime(
                 )
             try:
                 yield Runtime(
-                    config, http, audit, gateway, service, metrics, storage, bridge, clock
+                    config=config,
+                    http=http,
+                    audit=audit,
+                    gateway=gateway,
+                    service=service,
+                    metrics=metrics,
+                    storage=storage,
+                    bridge=bridge,
+                    clock=clock,
+                    timers=timers,
+                    gateway_health=gateway_health,
                 )
             finally:
                 await audit.flush()

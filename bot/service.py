@@ -29,6 +29,7 @@ from bot.errors import (
     UsageError,
 )
 from bot.gateway import GatewayStatus, WhatsMate, check_translation
+from bot.health import GatewayHealth
 from bot.logs import get_logger
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling, is_telegram_file, pdf_to_text
 from bot.recipients import Recipient, mask
@@ -143,6 +144,8 @@ class Service:
         *,
         storage: Storage,
         clock: Clock,
+        scheduler: Scheduler | None = None,
+        gateway_health: GatewayHealth,
         observe: CommandObserver | None = None,
         pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
     ) -> None:
@@ -150,16 +153,13 @@ class Service:
         self._gateway = gateway
         self._audit = audit
         self._storage = storage
-        self._scheduler: Scheduler | None = None
+        self._scheduler = scheduler  # None: schedules are not run (exec, check, demo)
         self._clock = clock
         self._observe = observe
         self._pdf_polling = pdf_polling
         self._languages: tuple[float, dict[str, str]] | None = None
         self._languages_lock = asyncio.Lock()
-        self.last_gateway_up: bool | None = None
-
-    def attach_scheduler(self, scheduler: Scheduler) -> None:
-        self._scheduler = scheduler
+        self._gateway_health = gateway_health
 
     def role(self, user_id: int, chat_id: int, private: bool) -> Role:
         access = self.config.access
@@ -468,8 +468,9 @@ class Service:
                 f"Telegram gateway (instance {instance})", self._gateway.telegram_status(instance)
             ),
         )
-        self.last_gateway_up = whatsapp[1] and telegram[1]
-        outcome = Outcome.OK if self.last_gateway_up else Outcome.ERROR
+        up = whatsapp[1] and telegram[1]
+        self._gateway_health.record(up)
+        outcome = Outcome.OK if up else Outcome.ERROR
         detail = "; ".join(line for line, _ in (whatsapp, telegram))
         return Result(Reply(f"{whatsapp[0]}\n{telegram[0]}", outcome), detail)
 

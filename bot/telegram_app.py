@@ -3,7 +3,8 @@
 Handlers are thin adapters: they turn an ``Update`` into a ``service.Request``, hand it
 to the ``Service`` and show the ``Reply``. What python-telegram-bot already does well is
 used as it is: concurrent update processing, ``AIORateLimiter`` for flood limits (429
-``retry_after``), the JobQueue for schedules, the updater for polling or the webhook.
+``retry_after``), the JobQueue for the expiry of prompts, the updater for polling or the
+webhook.
 State lives in the ``TelegramFrontend`` object and the service, never in ``bot_data``.
 """
 
@@ -51,12 +52,13 @@ from telegram.request import HTTPXRequest
 from bot import commands
 from bot.audit import Outcome
 from bot.commands import MediaKind
+from bot.config import Config
 from bot.errors import AttachmentError, PostFailed
 from bot.logs import get_logger
 from bot.replicas import Election, replica_id
 from bot.replies import split_text
 from bot.runtime import Runtime
-from bot.schedules import Schedule, cron_trigger
+from bot.schedules import Schedule
 from bot.sends import FileRef
 from bot.service import CONFIRM_TTL_S, Reply, Request
 from bot.transport import AiohttpTransport
@@ -170,15 +172,45 @@ class _PromptRef:
 class TelegramFrontend:
     """Handlers and jobs of one running bot; holds what they share explicitly."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self, runtime: Runtime, *, rate_limiter: BaseRateLimiter[Any] | None = None
+    ) -> None:
         self.service = runtime.service
         self.http = runtime.http
         self.storage = runtime.storage
         self.clock = runtime.clock
         self.replicated = runtime.config.database_url is not None
         self.replica = replica_id()
-        self.app: App | None = None
         self._rerun: set[int] = set()
+        self.app = _application(runtime.config, rate_limiter)
+        self._route(self.app)
+
+    def _route(self, app: App) -> None:
+        """Which handler answers which update."""
+        # A text reply to one of the bot's messages may answer a bridge post.
+        app.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE
+                & filters.REPLY
+                & filters.TEXT
+                & ~filters.Regex(r"^\s*/"),
+                self.on_reply,
+            )
+        )
+        # Commands anywhere; in a private chat every text gets an answer (a hint if not a
+        # command).
+        command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
+        private_text = filters.ChatType.PRIVATE & (filters.TEXT | filters.CAPTION)
+        app.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE & (command_text | private_text), self.on_command
+            )
+        )
+        app.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^confirm:"))
+        if self.replicated:  # every update recorded before, and marked after, handling
+            app.add_handler(TypeHandler(Update, self.journal_start), group=-1)
+            app.add_handler(TypeHandler(Update, self.journal_done), group=1)
+        app.add_error_handler(self.on_error)
 
     # -- the update journal (replicas on PostgreSQL) ------------------------------------
 
@@ -282,7 +314,6 @@ class TelegramFrontend:
 
     async def post(self, chat_id: int, text: str, reply_to: int | None) -> int:
         """The bridge's way into the chat: the id of the (first) message posted."""
-        assert self.app is not None
         try:
             sent = await self.send(self.app.bot, chat_id, Reply(text, Outcome.OK), reply_to)
         except TelegramError as exc:
@@ -310,7 +341,6 @@ class TelegramFrontend:
 
     def load_attachment(self, ref: FileRef) -> TelegramAttachment:
         """A prompt's file, found again by its Telegram file id."""
-        assert self.app is not None
         return TelegramAttachment(
             ref.kind, ref.filename, ref.file_id, ref.size, self.app.bot, self.http
         )
@@ -324,14 +354,11 @@ class TelegramFrontend:
         if reply is not None:
             await _quietly(context.bot.edit_message_text(reply.text, chat_id, message_id))
 
-    async def run_schedule(self, context: Context) -> None:
-        job = context.job
-        if job is None or not isinstance(job.data, Schedule):
-            return
-        schedule = job.data
+    async def run_schedule(self, schedule: Schedule) -> None:
+        """A schedule came due: run it, and post what it says in its chat."""
         reply = await self.service.run_scheduled(schedule)
         if reply is not None:
-            await self.send(context.bot, schedule.chat_id, reply)
+            await self.send(self.app.bot, schedule.chat_id, reply)
 
     async def send(
         self, bot: Bot, chat_id: int, reply: Reply, reply_to: int | None = None
@@ -371,10 +398,7 @@ class TelegramFrontend:
             await bot.send_message(message.chat_id, chunk)
 
     async def post_init(self, app: App) -> None:
-        self.app = app
         await _quietly(self.register_commands(app.bot))
-        self.service.attach_scheduler(JobQueueScheduler(app, self.run_schedule))
-        await self.service.start_schedules()
 
     async def register_commands(self, bot: Bot) -> None:
         """The menu users see, from the same table as /help."""
@@ -389,39 +413,6 @@ class TelegramFrontend:
             await _quietly(bot.set_my_commands(everything, scope=BotCommandScopeChat(admin)))
 
 
-class JobQueueScheduler:
-    """``schedules.Scheduler`` on python-telegram-bot's JobQueue."""
-
-    def __init__(self, app: App, callback: Any) -> None:
-        self._app = app
-        self._callback = callback
-
-    def start(self, schedule: Schedule, first_in_s: float) -> None:
-        queue = self._app.job_queue
-        if queue is None:  # pragma: no cover - the job-queue extra is a dependency
-            raise RuntimeError("python-telegram-bot was installed without the job-queue extra")
-        if first_in_s <= 0:  # run_repeating(first=0) never fires (APScheduler): run once now
-            queue.run_once(self._callback, 0, name=schedule.name, data=schedule)
-        if schedule.every_s:
-            queue.run_repeating(
-                self._callback,
-                interval=schedule.every_s,
-                first=first_in_s if first_in_s > 0 else schedule.every_s,
-                name=schedule.name,
-                data=schedule,
-            )
-        else:
-            trigger = cron_trigger(schedule.cron or "")
-            queue.run_custom(
-                self._callback, {"trigger": trigger}, name=schedule.name, data=schedule
-            )
-
-    def stop(self, name: str) -> None:
-        if self._app.job_queue is not None:
-            for job in self._app.job_queue.get_jobs_by_name(name):
-                job.schedule_removal()
-
-
 async def _quietly(call: Any) -> Any:
     """Await a Telegram call whose failure must not cost the user their reply."""
     try:
@@ -434,15 +425,11 @@ async def _quietly(call: Any) -> Any:
 TELEGRAM_POOL = 256  # python-telegram-bot's default connection pool for bot methods
 
 
-def build_application(
-    runtime: Runtime, *, rate_limiter: BaseRateLimiter[Any] | None = None
-) -> tuple[App, TelegramFrontend]:
-    """The python-telegram-bot Application wired to ``service``.
+def _application(config: Config, rate_limiter: BaseRateLimiter[Any] | None) -> App:
+    """python-telegram-bot's Application, on the bot's network stack, without handlers.
 
     In webhook mode it has no updater: the bot's own web server hands it the updates.
     """
-    config = runtime.config
-    frontend = TelegramFrontend(runtime)
     limiter = rate_limiter or AIORateLimiter(
         overall_max_rate=config.telegram.messages_per_second,
         group_max_rate=config.telegram.messages_per_minute_per_group,
@@ -461,27 +448,7 @@ def build_application(
     if config.telegram.webhook_url:
         builder = builder.updater(None)
     app: App = builder.build()
-    # A text reply to one of the bot's messages may answer a bridge post.
-    app.add_handler(
-        MessageHandler(
-            filters.UpdateType.MESSAGE & filters.REPLY & filters.TEXT & ~filters.Regex(r"^\s*/"),
-            frontend.on_reply,
-        )
-    )
-    # Commands anywhere; in a private chat every text gets an answer (a hint if not a command).
-    command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
-    private_text = filters.ChatType.PRIVATE & (filters.TEXT | filters.CAPTION)
-    app.add_handler(
-        MessageHandler(
-            filters.UpdateType.MESSAGE & (command_text | private_text), frontend.on_command
-        )
-    )
-    app.add_handler(CallbackQueryHandler(frontend.on_button, pattern=r"^confirm:"))
-    if frontend.replicated:  # every update recorded before, and marked after, handling
-        app.add_handler(TypeHandler(Update, frontend.journal_start), group=-1)
-        app.add_handler(TypeHandler(Update, frontend.journal_done), group=1)
-    app.add_error_handler(frontend.on_error)
-    return app, frontend
+    return app
 
 
 ALLOWED_UPDATES = ["message", "callback_query"]
@@ -495,9 +462,7 @@ def _request(pool: int) -> HTTPXRequest:
     )
 
 
-async def serve(
-    app: App, frontend: TelegramFrontend, runtime: Runtime, stop: asyncio.Event
-) -> None:
+async def serve(frontend: TelegramFrontend, runtime: Runtime, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then finish the updates in flight and shut down.
 
     Polling: this replica polls while it holds the poller lock (always, on SQLite) and
@@ -508,9 +473,14 @@ async def serve(
     config = runtime.config
     telegram = config.telegram
     election = Election(runtime.storage)
+    app = frontend.app
     async with app:
         await app.start()
         await frontend.post_init(app)
+        timers = None
+        if runtime.timers is not None:
+            await runtime.service.start_schedules()
+            timers = asyncio.create_task(runtime.timers.run(frontend.run_schedule))
 
         def role() -> str:
             return "webhook" if telegram.webhook_url else election.role
@@ -522,7 +492,7 @@ async def serve(
                 return False, {"role": role(), "storage": "unreachable"}
             polling = app.updater is not None and app.updater.running
             taking = role() != "poller" or polling
-            return taking and runtime.service.last_gateway_up is not False, {"role": role()}
+            return taking and not runtime.gateway_health.down, {"role": role()}
 
         async def deliver(data: object) -> None:
             try:
@@ -585,4 +555,7 @@ async def serve(
         if poster is not None:
             poster.cancel()
             await asyncio.gather(poster, return_exceptions=True)
+        if timers is not None:
+            timers.cancel()
+            await asyncio.gather(timers, return_exceptions=True)
         await app.stop()

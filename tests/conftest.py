@@ -25,7 +25,7 @@ from bot.config import Config, load_config
 from bot.logs import configure_logging
 from bot.pdf import PdfPolling
 from bot.runtime import Runtime, open_runtime
-from bot.telegram_app import build_application, serve
+from bot.telegram_app import TelegramFrontend, serve
 from tests.fakes import FakeTelegram, FakeWhatsMate, HttpRequest, Sent
 from tests.postgres import PostgresServer
 
@@ -152,13 +152,17 @@ class BotUnderTest:
         self._stack = AsyncExitStack()
         self.runtime = await self._stack.enter_async_context(
             open_runtime(
-                self.config, clock=self.clock, backoff=self.backoff, pdf_polling=self.pdf_polling
+                self.config,
+                clock=self.clock,
+                backoff=self.backoff,
+                pdf_polling=self.pdf_polling,
+                serving=True,
             )
         )
-        app, frontend = build_application(self.runtime)
+        frontend = TelegramFrontend(self.runtime)
         self._stop = asyncio.Event()
         polls = len(self.telegram.calls(wait_for))
-        self._task = asyncio.create_task(serve(app, frontend, self.runtime, self._stop))
+        self._task = asyncio.create_task(serve(frontend, self.runtime, self._stop))
         await self.telegram.wait_for(
             lambda: len(self.telegram.calls(wait_for)) > polls or self._task.done()
         )
