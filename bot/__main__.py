@@ -87,8 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(config: Config) -> int:
+    from bot.lifecycle import Lifecycle
     from bot.runtime import open_runtime
-    from bot.telegram_app import TelegramFrontend, serve
+    from bot.telegram_app import TelegramFrontend
 
     log = get_logger("bot")
     stop = asyncio.Event()
@@ -104,7 +105,7 @@ async def _run(config: Config) -> int:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal, number)
     async with open_runtime(config, serving=True) as runtime:
-        await serve(TelegramFrontend(runtime), runtime, stop)
+        await Lifecycle.of_bot(runtime, TelegramFrontend(runtime)).run(stop)
     log.info("stopped")
     return EXIT_OK
 

@@ -1,10 +1,15 @@
-"""What ``/healthz`` knows of WhatsMate: the gateways' state as ``/status`` last found it.
+"""What ``/healthz`` answers: the database reachable, updates taken in, WhatsMate not down.
 
-The service records every ``/status`` answer here and the lifecycle's health check reads
-it, so neither reaches into the other (a bot that never asked counts as healthy).
+``GatewayHealth`` is the gateways' state as ``/status`` last found it (the service
+records it; a bot that never asked counts as healthy). ``Health`` is the check itself,
+over the parts that know each fact, so none of them reaches into another.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
+
+from bot.storage import Storage
 
 
 class GatewayHealth:
@@ -20,3 +25,34 @@ class GatewayHealth:
     def down(self) -> bool:
         """True when the last ``/status`` found a gateway down or unreachable."""
         return self._up is False
+
+
+class Intake(Protocol):
+    """Where updates come from (the poller election, or the webhook)."""
+
+    @property
+    def role(self) -> str:
+        """``poller``, ``standby`` or ``webhook``."""
+        ...
+
+    @property
+    def taking(self) -> bool:
+        """False while this replica should be taking updates in and is not."""
+        ...
+
+
+class Health:
+    """``/healthz``: (healthy, details)."""
+
+    def __init__(self, storage: Storage, intake: Intake, gateways: GatewayHealth) -> None:
+        self._storage = storage
+        self._intake = intake
+        self._gateways = gateways
+
+    async def __call__(self) -> tuple[bool, dict[str, str]]:
+        role = self._intake.role
+        try:
+            await self._storage.ping()
+        except Exception:
+            return False, {"role": role, "storage": "unreachable"}
+        return self._intake.taking and not self._gateways.down, {"role": role}

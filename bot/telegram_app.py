@@ -4,13 +4,13 @@ Handlers are thin adapters: they turn an ``Update`` into a ``service.Request``, 
 to the ``Service`` and show the ``Reply``. What python-telegram-bot already does well is
 used as it is: concurrent update processing, ``AIORateLimiter`` for flood limits (429
 ``retry_after``), the JobQueue for the expiry of prompts, the updater for polling or the
-webhook.
-State lives in the ``TelegramFrontend`` object and the service, never in ``bot_data``.
+webhook. When it starts, polls and stops is not decided here: ``TelegramFrontend`` is
+the ``lifecycle.FrontEnd`` that the lifecycle drives. State lives in the
+``TelegramFrontend`` object and the service, never in ``bot_data``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import mimetypes
 import re
@@ -55,7 +55,7 @@ from bot.commands import MediaKind
 from bot.config import Config
 from bot.errors import AttachmentError, PostFailed
 from bot.logs import get_logger
-from bot.replicas import Election, replica_id
+from bot.replicas import replica_id
 from bot.replies import split_text
 from bot.runtime import Runtime
 from bot.schedules import Schedule
@@ -179,6 +179,7 @@ class TelegramFrontend:
         self.http = runtime.http
         self.storage = runtime.storage
         self.clock = runtime.clock
+        self.config = runtime.config
         self.replicated = runtime.config.database_url is not None
         self.replica = replica_id()
         self._rerun: set[int] = set()
@@ -397,8 +398,55 @@ class TelegramFrontend:
         for chunk in rest:
             await bot.send_message(message.chat_id, chunk)
 
-    async def post_init(self, app: App) -> None:
-        await _quietly(self.register_commands(app.bot))
+    # -- what the lifecycle drives (``lifecycle.FrontEnd``) ------------------------------
+
+    async def start(self) -> None:
+        """Ready to handle updates (none is taken in yet); the command menu registered."""
+        await self.app.initialize()
+        try:
+            await self.app.start()
+        except BaseException:
+            await self.app.shutdown()
+            raise
+        await _quietly(self.register_commands(self.app.bot))
+
+    async def stop(self) -> None:
+        """Finish every update in flight, then close (polling has stopped by now)."""
+        await self.app.stop()
+        await self.app.shutdown()
+
+    async def start_polling(self) -> None:
+        """Become the poller: first finish what a dead poller started (replicas)."""
+        assert self.app.updater is not None  # polling mode builds an updater
+        if self.replicated:
+            await self.recover(self.app)
+        await self.app.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+
+    async def stop_polling(self) -> None:
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+
+    @property
+    def polling(self) -> bool:
+        return self.app.updater is not None and self.app.updater.running
+
+    async def register_webhook(self) -> None:
+        """Webhook mode: tell Telegram where to deliver (the bot's web server)."""
+        telegram = self.config.telegram
+        await self.app.bot.set_webhook(
+            telegram.webhook_url or "",
+            secret_token=telegram.secret_token,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+
+    async def deliver(self, data: object) -> None:
+        """An update the webhook received, handed to the application like a polled one."""
+        try:
+            update = Update.de_json(data if isinstance(data, dict) else {}, self.app.bot)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("webhook_update_unreadable", error=type(exc).__name__)
+            return
+        await self.app.update_queue.put(update)
 
     async def register_commands(self, bot: Bot) -> None:
         """The menu users see, from the same table as /help."""
@@ -460,102 +508,3 @@ def _request(pool: int) -> HTTPXRequest:
     return HTTPXRequest(
         connection_pool_size=pool, httpx_kwargs={"transport": AiohttpTransport(limits)}
     )
-
-
-async def serve(frontend: TelegramFrontend, runtime: Runtime, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set, then finish the updates in flight and shut down.
-
-    Polling: this replica polls while it holds the poller lock (always, on SQLite) and
-    stands by otherwise. The web server (``http.port``) stops first, so no update or
-    inbound message is taken that the bot would not finish; accepted inbound messages
-    are already stored.
-    """
-    config = runtime.config
-    telegram = config.telegram
-    election = Election(runtime.storage)
-    app = frontend.app
-    async with app:
-        await app.start()
-        await frontend.post_init(app)
-        timers = None
-        if runtime.timers is not None:
-            await runtime.service.start_schedules()
-            timers = asyncio.create_task(runtime.timers.run(frontend.run_schedule))
-
-        def role() -> str:
-            return "webhook" if telegram.webhook_url else election.role
-
-        async def health() -> tuple[bool, dict[str, str]]:
-            try:
-                await runtime.storage.ping()
-            except Exception:
-                return False, {"role": role(), "storage": "unreachable"}
-            polling = app.updater is not None and app.updater.running
-            taking = role() != "poller" or polling
-            return taking and not runtime.gateway_health.down, {"role": role()}
-
-        async def deliver(data: object) -> None:
-            try:
-                update = Update.de_json(data if isinstance(data, dict) else {}, app.bot)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.warning("webhook_update_unreadable", error=type(exc).__name__)
-                return
-            await app.update_queue.put(update)
-
-        server = None
-        if config.http.port:
-            from bot.web import Webhook, WebServer, make_app  # aiohttp.web only when serving
-
-            webhook = (
-                Webhook(telegram.secret_token or "", deliver) if telegram.webhook_url else None
-            )
-            server = WebServer(
-                make_app(
-                    health=health, metrics=runtime.metrics, webhook=webhook, bridge=runtime.bridge
-                ),
-                config.http.listen,
-                config.http.port,
-            )
-            await server.start()
-        poster = (
-            asyncio.create_task(runtime.bridge.run_poster(frontend.post))
-            if runtime.bridge is not None
-            else None
-        )
-        updater = app.updater
-
-        async def lead() -> None:
-            assert updater is not None
-            if frontend.replicated:
-                await frontend.recover(app)
-            await updater.start_polling(allowed_updates=ALLOWED_UPDATES)
-
-        async def step_down() -> None:
-            assert updater is not None
-            await updater.stop()
-
-        electing = None
-        if telegram.webhook_url:
-            await app.bot.set_webhook(
-                telegram.webhook_url,
-                secret_token=telegram.secret_token,
-                allowed_updates=ALLOWED_UPDATES,
-            )
-        else:
-            electing = asyncio.create_task(election.run(lead, step_down, stop))
-        log.info("started", mode="webhook" if telegram.webhook_url else "polling")
-        await stop.wait()
-        log.info("stopping")
-        if server is not None:
-            await server.stop()
-        if electing is not None:
-            await electing
-        if updater is not None and updater.running:
-            await updater.stop()
-        if poster is not None:
-            poster.cancel()
-            await asyncio.gather(poster, return_exceptions=True)
-        if timers is not None:
-            timers.cancel()
-            await asyncio.gather(timers, return_exceptions=True)
-        await app.stop()

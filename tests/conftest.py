@@ -22,10 +22,11 @@ from tenacity import wait_none
 from tenacity.wait import wait_base
 
 from bot.config import Config, load_config
+from bot.lifecycle import Lifecycle
 from bot.logs import configure_logging
 from bot.pdf import PdfPolling
 from bot.runtime import Runtime, open_runtime
-from bot.telegram_app import TelegramFrontend, serve
+from bot.telegram_app import TelegramFrontend
 from tests.fakes import FakeTelegram, FakeWhatsMate, HttpRequest, Sent
 from tests.postgres import PostgresServer
 
@@ -159,10 +160,10 @@ class BotUnderTest:
                 serving=True,
             )
         )
-        frontend = TelegramFrontend(self.runtime)
+        lifecycle = Lifecycle.of_bot(self.runtime, TelegramFrontend(self.runtime))
         self._stop = asyncio.Event()
         polls = len(self.telegram.calls(wait_for))
-        self._task = asyncio.create_task(serve(frontend, self.runtime, self._stop))
+        self._task = asyncio.create_task(lifecycle.run(self._stop))
         await self.telegram.wait_for(
             lambda: len(self.telegram.calls(wait_for)) > polls or self._task.done()
         )
