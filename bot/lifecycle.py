@@ -19,10 +19,15 @@ webhook mode the web server closes), then the web server, the poster and the tim
 stop, and last the front end finishes what it was handling. SIGTERM (``__main__``) only
 sets ``stop``; the audit is flushed when the runtime closes after ``run`` returns.
 
-Adding a part is one line in ``bot_parts``, at its place in the order — e.g. paging's
-escalation runner, a coroutine that runs until cancelled, after the poster::
+Adding a part is one line in ``bot_parts``, at its place in the order (``None`` when it
+is not configured) — e.g. paging's escalation runner, a coroutine that runs until
+cancelled, built by ``open_runtime`` like the bridge, after the poster::
 
-    Task("escalation", lambda: runtime.escalations.run(frontend.post)),
+    Task("escalation", lambda: alerts.run(frontend.post)) if alerts is not None else None,
+
+(``prepare=`` is awaited before the coroutine starts, so what must be loaded before the
+bot is up fails the start instead of the part; a long-running part that is a start/stop
+pair instead of a coroutine is ``Step(name, start, stop)``.)
 
 A part that fails to start stops the ones started before it (in reverse) and the error
 ends ``run``; a part that fails to stop is logged and the others still stop.
@@ -162,9 +167,11 @@ class Polling:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._electing is not None:
-            await self._electing
-        await self._frontend.stop_polling()
+        try:
+            if self._electing is not None:
+                await self._electing  # a round in progress (a takeover) is finished first
+        finally:
+            await self._frontend.stop_polling()
 
 
 class WebhookRegistration:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,19 @@ async def test_a_part_that_cannot_start_stops_the_started_ones() -> None:
     assert journal.events == ["start a", "start b", "start c", "stop b", "stop a"]
 
 
+class WatchedLog(io.StringIO):
+    """The bot's log, telling when polling has stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.polling_stopped = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        if '"part_stopped"' in text and '"polling"' in text:
+            self.polling_stopped.set()
+        return super().write(text)
+
+
 def _parts(bot: BotUnderTest, event: str) -> list[str]:
     lines = [json.loads(line) for line in bot.log_text().splitlines() if line.startswith("{")]
     return [line["part"] for line in lines if line.get("event") == event]
@@ -73,10 +87,12 @@ async def test_the_bot_starts_its_parts_in_order_and_stopping_finishes_a_send(
     make_bot: BotUnderTest,
 ) -> None:
     ping = {"name": "p", "every": "1h", "chat": TEAM, "command": "/whoami"}
+    make_bot.logs = logs = WatchedLog()
     bot = await make_bot.start(
         http={"listen": "127.0.0.1", "port": free_port()},
         inbound={"secret": "inbound-secret-0123456789", "chat": TEAM},
         schedules=[ping],
+        whatsmate={"timeout_s": 30},  # the held send is answered when released, not timed out
     )
     order = ["front end", "schedules", "poster", "web server", "polling"]
     assert _parts(bot, "part_started") == order
@@ -84,7 +100,7 @@ async def test_the_bot_starts_its_parts_in_order_and_stopping_finishes_a_send(
     bot.telegram.message("/wa alice deploy done", user=ADMIN)
     await bot.whatsmate.wait_for(lambda: bot.whatsmate.in_flight == 1)
     stopping = asyncio.create_task(bot.stop())
-    await bot.telegram.wait_for(lambda: "polling" in _parts(bot, "part_stopped"))
+    await asyncio.wait_for(logs.polling_stopped.wait(), 10)
     assert bot.telegram.replies(ADMIN) == []  # still sending, and nothing new is taken in
     bot.whatsmate.release()
     await asyncio.wait_for(stopping, 10)
