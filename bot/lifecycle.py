@@ -71,8 +71,8 @@ class FrontEnd(Protocol):
 
     def register_webhook(self) -> Awaitable[None]: ...
 
-    def deliver(self, data: object) -> Awaitable[None]:
-        """An update received by the webhook."""
+    def deliver(self, data: dict[str, Any]) -> Awaitable[None]:
+        """An update received by the webhook (``InboundRejected`` when it is none)."""
         ...
 
     def post(self, chat_id: int, text: str, reply_to: int | None) -> Awaitable[int]:

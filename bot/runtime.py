@@ -2,8 +2,8 @@
 
 One ``httpx.AsyncClient`` (one connection pool sized for fan-out), one ``Storage``
 (SQLite, or PostgreSQL for replicas), one gateway, one service. Everything that is
-opened here is closed here, in reverse order, with the audit flushed last-but-one so no
-entry is lost on shutdown.
+opened here is closed here, in reverse order, with the audit closed last-but-one (a last
+write; an entry the database still cannot take is logged, never dropped silently).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from bot.audit import AuditLog
 from bot.bridge import Bridge
 from bot.clock import Clock, SystemClock
 from bot.commands import Channel
-from bot.config import Config
+from bot.config import Config, url_passwords
+from bot.errors import ConfigError
 from bot.gateway import WhatsMate
 from bot.health import GatewayHealth
+from bot.logs import redact
 from bot.metrics import Metrics
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
 from bot.schedules import Timers
@@ -139,7 +141,7 @@ async def open_runtime(
                     gateway_health=gateway_health,
                 )
             finally:
-                await audit.flush()
+                await audit.close()
     finally:
         await storage.aclose()
 
@@ -150,4 +152,8 @@ async def open_storage(config: Config) -> Storage:
         return SqliteStorage(config.audit_path)
     from bot.storage_pg import PostgresStorage  # asyncpg only for teams that use it
 
-    return await PostgresStorage.connect(config.database_url)
+    try:
+        return await PostgresStorage.connect(config.database_url)
+    except ValueError as exc:  # asyncpg's ClientConfigurationError: a setting it refuses
+        reason = redact(str(exc), url_passwords(config.database_url))
+        raise ConfigError("database.url", f"asyncpg cannot use it: {reason[:200]}") from None
