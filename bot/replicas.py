@@ -40,6 +40,13 @@ unknown``, which stays true.
 With SQLite (one process) the lease is never shared: this replica polls from the start
 and never lapses. What the new poller must finish of the old one's work is the Telegram
 front end's business (``TelegramFrontend.recover``).
+
+In the lifecycle (``bot.lifecycle``) the lease is a part of its own, held from the first
+part on and given back after the last (``hold`` / ``release``), so that a standby never
+takes over while this replica still answers the updates it took in; polling is the
+``Polling`` part, which starts following the lease (``lead``) once everything else is up
+and stops (``stand_down``) before anything else stops. Time is the injected
+``Clock``'s ``monotonic()``: the fence must not move when the wall clock is set.
 """
 
 from __future__ import annotations
@@ -47,10 +54,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from bot.clock import Clock
 from bot.logs import get_logger
 from bot.storage import Storage
 
@@ -68,7 +75,7 @@ def replica_id() -> str:
 
 class Election:
     """This replica's part in the poller election: the lease it holds (if any), and the
-    polling it starts and stops accordingly (``lead`` / ``step_down``)."""
+    polling it starts and stops accordingly (``start_polling`` / ``stop_polling``)."""
 
     def __init__(
         self,
@@ -76,7 +83,7 @@ class Election:
         holder: str,
         *,
         shared: bool,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock,
         every_s: float = ELECTION_EVERY_S,
         lease_s: float = LEASE_S,
     ) -> None:
@@ -90,15 +97,16 @@ class Election:
         self._valid_until = -math.inf  # by ``clock``: the lease is surely ours until then
         self._polling: int | None = None  # the term polling was started under
         self._draining = False
-        self._changed: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+        self._renewing: asyncio.Task[None] | None = None
+        self._steering: asyncio.Task[None] | None = None
 
     @property
     def role(self) -> str:
         return "poller" if self._polling is not None else "standby"
 
     def _left(self) -> float:
-        return self._valid_until - self._clock()
+        return self._valid_until - self._clock.monotonic()
 
     def holds(self, term: int) -> bool:
         """True while ``term`` is surely this replica's lease: a handler may answer."""
@@ -120,35 +128,36 @@ class Election:
         self._wake()
 
     def _wake(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
+        self._changed.set()
 
-    async def start(
+    async def hold(self) -> None:
+        """Renew the lease, or try to take it, every ``every_s`` until ``release``."""
+        self._renewing = asyncio.create_task(self._renew(), name="poller lease")
+
+    async def lead(
         self, lead: Callable[[int], Awaitable[None]], step_down: Callable[[], Awaitable[None]]
     ) -> None:
-        """Renew or try to take the lease every ``every_s``; ``lead(term)`` once it is ours
-        for long enough to poll, ``step_down()`` as soon as it may not be."""
-        self._changed = asyncio.Event()
-        self._tasks = [
-            asyncio.create_task(self._renew()),
-            asyncio.create_task(self._steer(lead, step_down)),
-        ]
+        """From now on ``lead(term)`` once the lease is ours for long enough to poll,
+        ``step_down()`` as soon as it may not be."""
+        self._steering = asyncio.create_task(self._steer(lead, step_down), name="polling")
+        self._wake()  # the lease may be ours already
 
     async def stand_down(self) -> None:
         """Stop polling for good (shutting down) but keep the lease renewed, so updates in
-        flight may still be answered. ``stop`` gives the lease back."""
+        flight may still be answered. ``release`` gives the lease back."""
         self._draining = True
         self._wake()
-        if len(self._tasks) == 2:
-            await self._tasks[1]
+        if self._steering is not None:
+            await self._steering
 
-    async def stop(self) -> None:
+    async def release(self) -> None:
         """Stop renewing and give the lease back (a standby takes over at once)."""
         self._draining = True
-        for task in self._tasks:
+        tasks = [task for task in (self._steering, self._renewing) if task is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._steering = self._renewing = None
         if self.term is not None and self._shared:
             try:
                 async with asyncio.timeout(2):
@@ -159,7 +168,7 @@ class Election:
 
     async def _renew(self) -> None:
         while True:
-            asked = self._clock()  # the lease runs from no earlier than this
+            asked = self._clock.monotonic()  # the lease runs from no earlier than this
             try:
                 async with asyncio.timeout(self._every_s * 2):
                     term = (
@@ -184,7 +193,6 @@ class Election:
     async def _steer(
         self, lead: Callable[[int], Awaitable[None]], step_down: Callable[[], Awaitable[None]]
     ) -> None:
-        assert self._changed is not None
         while True:
             await self._changed.wait()
             self._changed.clear()

@@ -3,8 +3,14 @@
 Handlers are thin adapters: they turn an ``Update`` into a ``service.Request``, hand it
 to the ``Service`` and show the ``Reply``. What python-telegram-bot already does well is
 used as it is: concurrent update processing, ``AIORateLimiter`` for flood limits (429
-``retry_after``), the JobQueue for schedules, the updater for polling or the webhook.
-State lives in the ``TelegramFrontend`` object and the service, never in ``bot_data``.
+``retry_after``), the JobQueue for the expiry of prompts, the updater for polling or the
+webhook. When it starts, polls and stops is not decided here: ``TelegramFrontend`` is
+the ``lifecycle.FrontEnd`` that the lifecycle drives, and whether this replica may poll
+is the poller lease's (``replicas.Election``); what is Telegram's of the lease's fence is
+here: no ``getUpdates`` leaves unless ``Election.may_poll`` (``_FencedRequest``), each
+term polls with a fresh ``Updater`` whose queue journals an update before the updater
+may confirm it (``admit``), and a handler answers only while its term is held. State
+lives in the ``TelegramFrontend`` object and the service, never in ``bot_data``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import json
 import mimetypes
 import re
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -55,12 +60,13 @@ from telegram.request import HTTPXRequest
 from bot import commands
 from bot.audit import Outcome
 from bot.commands import MediaKind
+from bot.config import Config
 from bot.errors import AttachmentError, InboundRejected, LimitExceeded, LostPollerRole, PostFailed
 from bot.logs import get_logger
-from bot.replicas import POLL_TIMEOUT_S, Election, replica_id
+from bot.replicas import POLL_TIMEOUT_S
 from bot.replies import DATABASE_AWAY, split_text
 from bot.runtime import Runtime
-from bot.schedules import Schedule, cron_trigger
+from bot.schedules import Schedule
 from bot.sends import FileCap, FileRef
 from bot.service import CONFIRM_TTL_S, Interrupted, Reply, Request
 from bot.transport import AiohttpTransport
@@ -69,7 +75,6 @@ log = get_logger("bot.telegram")
 Context = ContextTypes.DEFAULT_TYPE
 App = Application[Any, Any, Any, Any, Any, Any]
 REPLAY_WINDOW_S = 24 * 3600.0  # a journal entry older than this is never run again
-SCHEDULE_SYNC_S = 10.0  # replicas pick up schedules added or removed elsewhere this often
 # The poller lease term the update this task handles was admitted under (polling only).
 _TERM: ContextVar[int | None] = ContextVar("poller_term", default=None)
 
@@ -189,19 +194,51 @@ class _PromptRef:
 class TelegramFrontend:
     """Handlers and jobs of one running bot; holds what they share explicitly."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self, runtime: Runtime, *, rate_limiter: BaseRateLimiter[Any] | None = None
+    ) -> None:
         self.service = runtime.service
         self.http = runtime.http
         self.storage = runtime.storage
+        self.clock = runtime.clock
+        self.config = runtime.config
         self.replicated = runtime.config.database_url is not None
         self.webhook = bool(runtime.config.telegram.webhook_url)
-        self.replica = replica_id()
-        self.election = Election(runtime.storage, self.replica, shared=self.replicated)
-        self.app: App | None = None
+        self.election = runtime.election
+        self.replica = self.election.holder  # its name in the journal and on the lease
         self.updater: Updater | None = None  # polling: a fresh one each time we lead
         self._inflight: dict[int, int] = {}  # update id -> term it is handled under (0: webhook)
         self._unrecorded: set[int] = set()  # could not be journaled: answered, never run
         self._unmarked: set[int] = set()  # handled, but "done" not stored yet
+        self.app = _application(runtime.config, rate_limiter, self.election.may_poll)
+        self._route(self.app)
+
+    def _route(self, app: App) -> None:
+        """Which handler answers which update."""
+        # A text reply to one of the bot's messages may answer a bridge post.
+        app.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE
+                & filters.REPLY
+                & filters.TEXT
+                & ~filters.Regex(r"^\s*/"),
+                self.on_reply,
+            )
+        )
+        # Commands anywhere; in a private chat every text gets an answer (a hint if not a
+        # command).
+        command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
+        private_text = filters.ChatType.PRIVATE & (filters.TEXT | filters.CAPTION)
+        app.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE & (command_text | private_text), self.on_command
+            )
+        )
+        app.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^confirm:"))
+        if self.replicated:  # every update recorded before, and marked after, handling
+            app.add_handler(TypeHandler(Update, self.journal_start), group=-1)
+            app.add_handler(TypeHandler(Update, self.journal_done), group=1)
+        app.add_error_handler(self.on_error)
 
     # -- the update journal (replicas on PostgreSQL) ------------------------------------
 
@@ -212,11 +249,10 @@ class TelegramFrontend:
         these) only once they are recorded. Seen before: dropped. Not ours: dropped, and
         the next poller gets it from Telegram. Database away: answered in one line and
         never run, once Telegram has forgotten it (else a later poller would run it)."""
-        assert self.app is not None
         if not self.replicated or not isinstance(update, Update):
             await self.app.update_queue.put(update)
             return
-        update_id, now = update.update_id, time.time()
+        update_id, now = update.update_id, self.clock.now()
         payload = json.dumps(update.to_dict())
         term = 0 if self.webhook else self.election.term
         try:
@@ -249,7 +285,6 @@ class TelegramFrontend:
     async def _confirm(self, update_id: int) -> bool:
         """Make Telegram forget ``update_id`` (getUpdates with the next offset, fenced like
         every getUpdates): True once it has."""
-        assert self.app is not None
         try:
             await self.app.bot.get_updates(
                 offset=update_id + 1, timeout=0, allowed_updates=ALLOWED_UPDATES
@@ -315,7 +350,6 @@ class TelegramFrontend:
     async def _answer_unrecorded(self, update: Update, context: Context) -> None:
         """The one line for an update the journal could not take (if a handler would
         take the update at all)."""
-        assert self.app is not None
         if not any(h.check_update(update) for h in self.app.handlers.get(0, [])):
             return
         message, query = update.message, update.callback_query
@@ -325,13 +359,14 @@ class TelegramFrontend:
         elif query is not None:
             await _quietly(query.answer(DATABASE_AWAY))
 
-    async def recover(self, app: App, term: int) -> None:
+    async def recover(self, term: int) -> None:
         """On becoming the poller: finish what an earlier poller (this replica's too)
         started and did not finish. A send is answered ``outcome unknown`` (never sent
         again), one that asks to confirm never asks twice; anything else runs again.
         Nothing older than ``REPLAY_WINDOW_S`` is run."""
+        app = self.app
         await self._mark_done()
-        now = time.time()
+        now = self.clock.now()
         for entry in await self.storage.unfinished_updates(""):  # "": ours as well
             update_id = entry.update_id
             if self._inflight.get(update_id) == term or update_id in self._unmarked:
@@ -418,7 +453,6 @@ class TelegramFrontend:
 
     async def post(self, chat_id: int, text: str, reply_to: int | None) -> int:
         """The bridge's way into the chat: the id of the (first) message posted."""
-        assert self.app is not None
         try:
             sent = await self.send(self.app.bot, chat_id, Reply(text, Outcome.OK), reply_to)
         except TelegramError as exc:
@@ -450,7 +484,6 @@ class TelegramFrontend:
 
     def load_attachment(self, ref: FileRef) -> TelegramAttachment:
         """A prompt's file, found again by its Telegram file id."""
-        assert self.app is not None
         return TelegramAttachment(
             ref.kind, ref.filename, ref.file_id, ref.size, self.app.bot, self.http
         )
@@ -465,15 +498,12 @@ class TelegramFrontend:
         if reply is not None:
             await _quietly(context.bot.edit_message_text(reply.text, chat_id, message_id))
 
-    async def run_schedule(self, context: Context) -> None:
+    async def run_schedule(self, schedule: Schedule) -> None:
+        """A schedule came due: run it, and post what it says in its chat."""
         _not_an_update()
-        job = context.job
-        if job is None or not isinstance(job.data, Schedule):
-            return
-        schedule = job.data
         reply = await self.service.run_scheduled(schedule)
         if reply is not None:
-            await self.send(context.bot, schedule.chat_id, reply)
+            await self.send(self.app.bot, schedule.chat_id, reply)
 
     async def send(
         self, bot: Bot, chat_id: int, reply: Reply, reply_to: int | None = None
@@ -517,22 +547,65 @@ class TelegramFrontend:
         for chunk in rest:
             await bot.send_message(message.chat_id, chunk)
 
-    async def post_init(self, app: App) -> None:
-        self.app = app
-        await _quietly(self.register_commands(app.bot))
-        self.service.attach_scheduler(JobQueueScheduler(app, self.run_schedule))
-        await self.service.start_schedules()
-        if self.replicated and app.job_queue is not None:
-            app.job_queue.run_repeating(
-                self.sync_schedules, SCHEDULE_SYNC_S, first=SCHEDULE_SYNC_S, name="sync"
-            )
+    # -- what the lifecycle drives (``lifecycle.FrontEnd``) ------------------------------
 
-    async def sync_schedules(self, context: Context) -> None:
-        """Start or stop the schedules other replicas added or removed."""
+    async def start(self) -> None:
+        """Ready to handle updates (none is taken in yet); the command menu registered."""
+        await self.app.initialize()
         try:
-            await self.service.sync_schedules()
-        except Exception as exc:  # the database is away: next round
-            log.warning("schedule_sync_failed", error=type(exc).__name__)
+            await self.app.start()
+        except BaseException:
+            await self.app.shutdown()
+            raise
+        await _quietly(self.register_commands(self.app.bot))
+
+    async def stop(self) -> None:
+        """Finish every update in flight, then close (polling has stopped by now)."""
+        await self.app.stop()
+        await self.app.shutdown()
+
+    async def start_polling(self, term: int) -> None:
+        """Become the poller under lease ``term``: first finish what an earlier poller
+        started (replicas), then poll with a fresh updater whose queue is ``admit``."""
+        if self.replicated:
+            await self.recover(term)
+        updater = Updater(self.app.bot, _AdmittingQueue(self.admit))
+        await updater.initialize()
+        await updater.start_polling(
+            timeout=POLL_TIMEOUT_S,
+            allowed_updates=ALLOWED_UPDATES,
+            error_callback=_polling_failed,
+        )
+        self.updater = updater
+
+    async def stop_polling(self) -> None:
+        """Stop polling (its last getUpdates confirms what was taken in)."""
+        updater, self.updater = self.updater, None
+        if updater is not None and updater.running:
+            await updater.stop()
+
+    @property
+    def polling(self) -> bool:
+        return self.updater is not None and self.updater.running
+
+    async def register_webhook(self) -> None:
+        """Webhook mode: tell Telegram where to deliver (the bot's web server)."""
+        telegram = self.config.telegram
+        await self.app.bot.set_webhook(
+            telegram.webhook_url or "",
+            secret_token=telegram.secret_token,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+
+    async def deliver(self, data: dict[str, Any]) -> None:
+        """An update the webhook received, handed to the application like a polled one;
+        ``InboundRejected`` (400) when it is not an update."""
+        try:
+            update = Update.de_json(data, self.app.bot)
+        except Exception as exc:  # PTB's parser meets untrusted JSON: any error is a 400
+            log.warning("webhook_update_unreadable", error=type(exc).__name__)
+            raise InboundRejected(400, "not a Telegram update") from None
+        await self.admit(update)
 
     async def register_commands(self, bot: Bot) -> None:
         """The menu users see, from the same table as /help."""
@@ -545,44 +618,6 @@ class TelegramFrontend:
         await bot.set_my_commands(member)
         for admin in sorted(self.service.config.access.admins):
             await _quietly(bot.set_my_commands(everything, scope=BotCommandScopeChat(admin)))
-
-
-class JobQueueScheduler:
-    """``schedules.Scheduler`` on python-telegram-bot's JobQueue."""
-
-    def __init__(self, app: App, callback: Any) -> None:
-        self._app = app
-        self._callback = callback
-
-    def start(self, schedule: Schedule, first_in_s: float) -> None:
-        queue = self._app.job_queue
-        if queue is None:  # pragma: no cover - the job-queue extra is a dependency
-            raise RuntimeError("python-telegram-bot was installed without the job-queue extra")
-        if first_in_s <= 0:  # run_repeating(first=0) never fires (APScheduler): run once now
-            queue.run_once(self._callback, 0, name=schedule.name, data=schedule)
-        if schedule.every_s:
-            queue.run_repeating(
-                self._callback,
-                interval=schedule.every_s,
-                first=first_in_s if first_in_s > 0 else schedule.every_s,
-                name=schedule.name,
-                data=schedule,
-            )
-        else:
-            trigger = cron_trigger(schedule.cron or "")
-            queue.run_custom(
-                self._callback, {"trigger": trigger}, name=schedule.name, data=schedule
-            )
-
-    def stop(self, name: str) -> None:
-        if self._app.job_queue is not None:
-            for job in self._app.job_queue.get_jobs_by_name(name):
-                job.schedule_removal()
-
-    def names(self) -> set[str]:
-        queue = self._app.job_queue
-        jobs = queue.jobs() if queue is not None else ()
-        return {job.data.name for job in jobs if isinstance(job.data, Schedule)}
 
 
 def _not_an_update() -> None:
@@ -604,15 +639,14 @@ async def _quietly(call: Any) -> Any:
 TELEGRAM_POOL = 256  # python-telegram-bot's default connection pool for bot methods
 
 
-def build_application(
-    runtime: Runtime, *, rate_limiter: BaseRateLimiter[Any] | None = None
-) -> tuple[App, TelegramFrontend]:
-    """The python-telegram-bot Application wired to ``service``.
+def _application(
+    config: Config, rate_limiter: BaseRateLimiter[Any] | None, may_poll: Callable[[], bool]
+) -> App:
+    """python-telegram-bot's Application, on the bot's network stack, without handlers.
 
-    In webhook mode it has no updater: the bot's own web server hands it the updates.
+    It has no updater of its own: polling, ``start_polling`` makes one for each lease
+    term; in webhook mode the bot's own web server hands it the updates.
     """
-    config = runtime.config
-    frontend = TelegramFrontend(runtime)
     limiter = rate_limiter or AIORateLimiter(
         overall_max_rate=config.telegram.messages_per_second,
         group_max_rate=config.telegram.messages_per_minute_per_group,
@@ -626,31 +660,11 @@ def build_application(
         .concurrent_updates(True)
         .rate_limiter(limiter)
         .request(_request(TELEGRAM_POOL))
-        .get_updates_request(_FencedRequest(frontend.election.may_poll))
-        .updater(None)  # polling: ``serve`` makes an updater each time this replica leads
+        .get_updates_request(_FencedRequest(may_poll))
+        .updater(None)
     )
     app: App = builder.build()
-    # A text reply to one of the bot's messages may answer a bridge post.
-    app.add_handler(
-        MessageHandler(
-            filters.UpdateType.MESSAGE & filters.REPLY & filters.TEXT & ~filters.Regex(r"^\s*/"),
-            frontend.on_reply,
-        )
-    )
-    # Commands anywhere; in a private chat every text gets an answer (a hint if not a command).
-    command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
-    private_text = filters.ChatType.PRIVATE & (filters.TEXT | filters.CAPTION)
-    app.add_handler(
-        MessageHandler(
-            filters.UpdateType.MESSAGE & (command_text | private_text), frontend.on_command
-        )
-    )
-    app.add_handler(CallbackQueryHandler(frontend.on_button, pattern=r"^confirm:"))
-    if frontend.replicated:  # every update recorded before, and marked after, handling
-        app.add_handler(TypeHandler(Update, frontend.journal_start), group=-1)
-        app.add_handler(TypeHandler(Update, frontend.journal_done), group=1)
-    app.add_error_handler(frontend.on_error)
-    return app, frontend
+    return app
 
 
 ALLOWED_UPDATES = ["message", "callback_query"]
@@ -696,99 +710,3 @@ class _AdmittingQueue(asyncio.Queue[object]):
 
 def _polling_failed(error: TelegramError) -> None:
     log.warning("polling_failed", error=type(error).__name__, detail=error.message)
-
-
-async def serve(
-    app: App, frontend: TelegramFrontend, runtime: Runtime, stop: asyncio.Event
-) -> None:
-    """Run until ``stop`` is set, then finish the updates in flight and shut down.
-
-    Polling: this replica polls while it holds the poller lease (always, on SQLite) and
-    stands by otherwise (``bot.replicas.Election``). The web server (``http.port``) stops
-    first, so no update or inbound message is taken that the bot would not finish;
-    accepted inbound messages are already stored.
-    """
-    config = runtime.config
-    telegram = config.telegram
-    election = frontend.election
-    async with app:
-        await app.start()
-        await frontend.post_init(app)
-
-        def role() -> str:
-            return "webhook" if telegram.webhook_url else election.role
-
-        async def health() -> tuple[bool, dict[str, str]]:
-            try:
-                await runtime.storage.ping()
-            except Exception:
-                return False, {"role": role(), "storage": "unreachable"}
-            polling = frontend.updater is not None and frontend.updater.running
-            taking = role() != "poller" or polling
-            return taking and runtime.service.last_gateway_up is not False, {"role": role()}
-
-        async def deliver(data: dict[str, Any]) -> None:
-            try:
-                update = Update.de_json(data, app.bot)
-            except Exception as exc:  # PTB's parser meets untrusted JSON: any error is a 400
-                log.warning("webhook_update_unreadable", error=type(exc).__name__)
-                raise InboundRejected(400, "not a Telegram update") from None
-            await frontend.admit(update)
-
-        server = None
-        if config.http.port:
-            from bot.web import Webhook, WebServer, make_app  # aiohttp.web only when serving
-
-            webhook = (
-                Webhook(telegram.secret_token or "", deliver) if telegram.webhook_url else None
-            )
-            server = WebServer(
-                make_app(
-                    health=health, metrics=runtime.metrics, webhook=webhook, bridge=runtime.bridge
-                ),
-                config.http.listen,
-                config.http.port,
-            )
-            await server.start()
-        poster = (
-            asyncio.create_task(runtime.bridge.run_poster(frontend.post))
-            if runtime.bridge is not None
-            else None
-        )
-
-        async def lead(term: int) -> None:
-            if frontend.replicated:
-                await frontend.recover(app, term)
-            updater = Updater(app.bot, _AdmittingQueue(frontend.admit))
-            await updater.initialize()
-            await updater.start_polling(
-                timeout=POLL_TIMEOUT_S,
-                allowed_updates=ALLOWED_UPDATES,
-                error_callback=_polling_failed,
-            )
-            frontend.updater = updater
-
-        async def step_down() -> None:
-            updater, frontend.updater = frontend.updater, None
-            if updater is not None and updater.running:
-                await updater.stop()
-
-        if telegram.webhook_url:
-            await app.bot.set_webhook(
-                telegram.webhook_url,
-                secret_token=telegram.secret_token,
-                allowed_updates=ALLOWED_UPDATES,
-            )
-        else:
-            await election.start(lead, step_down)
-        log.info("started", mode="webhook" if telegram.webhook_url else "polling")
-        await stop.wait()
-        log.info("stopping")
-        if server is not None:
-            await server.stop()
-        await election.stand_down()
-        if poster is not None:
-            poster.cancel()
-            await asyncio.gather(poster, return_exceptions=True)
-        await app.stop()
-        await election.stop()  # after the updates in flight are answered: the lease goes
