@@ -17,14 +17,14 @@ from tenacity.wait import wait_base
 
 from bot.audit import AuditLog
 from bot.bridge import Bridge
-from bot.commands import Channel
 from bot.config import Config
 from bot.gateway import WhatsMate
 from bot.metrics import Metrics
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
 from bot.service import Service
-from bot.storage import SqliteStorage, Storage
+from bot.storage import Storage, open_storage
 from bot.transport import AiohttpTransport
+from bot.vocabulary import Channel
 
 
 @dataclass
@@ -114,12 +114,3 @@ async def open_runtime(
                 await audit.flush()
     finally:
         await storage.aclose()
-
-
-async def open_storage(config: Config) -> Storage:
-    """PostgreSQL when ``database.url`` is set (replicas), else SQLite at ``audit.path``."""
-    if config.database_url is None:
-        return SqliteStorage(config.audit_path)
-    from bot.storage_pg import PostgresStorage  # asyncpg only for teams that use it
-
-    return await PostgresStorage.connect(config.database_url)

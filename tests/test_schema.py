@@ -6,22 +6,29 @@ SQLite driver is never interleaved with another coroutine's statements."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sqlite3
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from bot.storage import Storage
 from bot.storage.driver import Driver
 from bot.storage.postgres import PostgresDriver, numbered, rows_affected
 from bot.storage.schema import MIGRATIONS, migrate
 from bot.storage.sqlite import SqliteDriver
+from bot.vocabulary import AuditEntry, Channel, Outcome
+from tests.conftest import fresh_database
+from tests.postgres import PostgresServer
+from tests.schemas_before import POSTGRES_BEFORE, SQLITE_BEFORE
 
 Catalogue = tuple[dict[str, dict[str, tuple[str, bool, bool]]], dict[str, tuple[str, str, str]]]
 """{table: {column: (type, not null, in the primary key)}}, {index: (table, columns, where)}"""
 
 SQLITE_TYPES = {"TEXT": "text", "BIGINT": "bigint", "DOUBLE PRECISION": "double precision",
-                "BOOLEAN": "boolean", "INTEGER": "integer"}  # fmt: skip
+                "BOOLEAN": "boolean", "INTEGER": "integer", "REAL": "real"}  # fmt: skip
 _INDEX = re.compile(r"ON\s+(?:\w+\.)?(\w+)\s+(?:USING\s+\w+\s+)?\(([^)]*)\)(?:\s+WHERE\s+(.*))?$")
 
 
@@ -194,3 +201,79 @@ async def test_the_poller_lock_keeps_the_id_older_replicas_take(database_url: st
         assert await driver.hold_lock("poller")
     finally:
         await driver.aclose()
+
+
+def _names(catalogue: Catalogue) -> tuple[dict[str, set[str]], dict[str, tuple[str, str, str]]]:
+    """Tables, their column names and the indexes (SQLite files of before declared
+    INTEGER and REAL where the one schema says BIGINT and DOUBLE PRECISION: the same
+    storage classes on SQLite)."""
+    tables, indexes = catalogue
+    return {table: set(columns) for table, columns in tables.items()}, indexes
+
+
+@pytest.mark.parametrize("columns_added_later", [False, True], ids=["main", "older"])
+async def test_a_sqlite_file_of_before_is_migrated_in_place(
+    tmp_path: Path, columns_added_later: bool
+) -> None:
+    schema = SQLITE_BEFORE
+    if columns_added_later:  # a file from before audit.job_ids and inbound.claimed_until
+        schema = schema.replace(",\n    job_ids TEXT NOT NULL DEFAULT ''", "")
+        schema = schema.replace(",\n    claimed_until REAL", "")
+        assert "job_ids" not in schema and "claimed_until" not in schema
+    path = tmp_path / "audit.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as before:
+        before.executescript(schema)
+        before.execute(
+            "INSERT INTO audit (at, chat_id, user_id, command, recipients, outcome, detail)"
+            " VALUES (1.5, -1, 7, '/wa', '4412345678', 'ok', 'queued')"
+        )
+        before.execute(
+            "INSERT INTO inbound (received, channel, number, body, digest, chat_id)"
+            " VALUES (2.5, 'whatsapp', '4412345678', 'hi', 'd1', -100)"
+        )
+        before.execute(
+            "INSERT INTO updates (update_id, received, owner, payload) VALUES (5, 3, 'a', '{}')"
+        )
+        before.commit()
+    storage = await Storage.open(await SqliteDriver.open(path))
+    fresh = await SqliteDriver.open(tmp_path / "fresh.sqlite3")
+    try:
+        entry = AuditEntry(-1, 7, "/wa", ("4412345678",), Outcome.OK, "queued", 1.5)
+        assert await storage.recent_audit(5, None) == [entry]
+        (waiting,) = await storage.claim_inbound(-100, 10.0, 15)
+        assert (waiting.channel, waiting.body) == (Channel.WHATSAPP, "hi")
+        assert [e.update_id for e in await storage.unfinished_updates("b", 4.0)] == [5]
+        await migrate(fresh)
+        upgraded = _names(await sqlite_catalogue(storage.driver))
+        assert upgraded == _names(await sqlite_catalogue(fresh))
+        assert upgraded[1]["inbound_pending"] == ("inbound", "chat_id,id", "posted is null")
+        assert await storage.driver.fetch("SELECT version FROM schema_version") == [(2,)]
+    finally:
+        await storage.aclose()
+        await fresh.aclose()
+
+
+async def test_a_postgres_database_of_before_is_migrated_in_place(
+    postgres: PostgresServer, database_url: str
+) -> None:
+    before = await asyncpg.connect(database_url)
+    try:
+        await before.execute(POSTGRES_BEFORE)
+        await before.execute("INSERT INTO schema_version (version) VALUES (1)")
+        await before.execute(
+            "INSERT INTO audit (at, chat_id, user_id, command, recipients, outcome, detail,"
+            " job_ids) VALUES (1.5, -1, 7, '/pdf', '', 'ok', 'done', 'job-1')"
+        )
+    finally:
+        await before.close()
+    storage = await Storage.open(await PostgresDriver.connect(database_url))
+    fresh = await PostgresDriver.connect(await fresh_database(postgres))
+    try:
+        entry = AuditEntry(-1, 7, "/pdf", (), Outcome.OK, "done", 1.5, ("job-1",))
+        assert await storage.recent_audit(5, None) == [entry]
+        await migrate(fresh)
+        assert await postgres_catalogue(storage.driver) == await postgres_catalogue(fresh)
+        assert await storage.driver.fetch("SELECT version FROM schema_version") == [(2,)]
+    finally:
+        await storage.aclose()
+        await fresh.aclose()
