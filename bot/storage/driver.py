@@ -12,48 +12,38 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 
 @dataclass(frozen=True)
-class _Spelling:
+class Dialect:
+    """How one database spells what the others spell differently."""
+
+    name: str
     id_column: str  # the {id} token of the schema: an integer key the database assigns
     skip_locked: str  # appended to a claim's SELECT: rows another transaction holds are skipped
     columns_sql: str  # the names of a table's columns (one row each), from the catalogue
     one_process: bool  # one process owns the database: whatever an earlier one held is free
 
+    SQLITE: ClassVar[Dialect]
+    POSTGRES: ClassVar[Dialect]
 
-class Dialect(Enum):
-    SQLITE = _Spelling(
-        id_column="INTEGER PRIMARY KEY AUTOINCREMENT",
-        skip_locked="",  # BEGIN IMMEDIATE: one writer at a time, nothing to skip
-        columns_sql="SELECT name FROM pragma_table_info(?)",
-        one_process=True,
-    )
-    POSTGRES = _Spelling(
-        id_column="BIGSERIAL PRIMARY KEY",
-        skip_locked=" FOR UPDATE SKIP LOCKED",
-        columns_sql="SELECT column_name FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = ?",
-        one_process=False,
-    )
 
-    @property
-    def id_column(self) -> str:
-        return self.value.id_column
-
-    @property
-    def skip_locked(self) -> str:
-        return self.value.skip_locked
-
-    @property
-    def columns_sql(self) -> str:
-        return self.value.columns_sql
-
-    @property
-    def one_process(self) -> bool:
-        return self.value.one_process
+Dialect.SQLITE = Dialect(
+    name="sqlite",
+    id_column="INTEGER PRIMARY KEY AUTOINCREMENT",
+    skip_locked="",  # BEGIN IMMEDIATE: one writer at a time, nothing to skip
+    columns_sql="SELECT name FROM pragma_table_info(?)",
+    one_process=True,
+)
+Dialect.POSTGRES = Dialect(
+    name="postgres",
+    id_column="BIGSERIAL PRIMARY KEY",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    columns_sql="SELECT column_name FROM information_schema.columns"
+    " WHERE table_schema = current_schema() AND table_name = ?",
+    one_process=False,
+)
 
 
 class Connection(Protocol):
