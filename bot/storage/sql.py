@@ -7,8 +7,9 @@ not by the caller: a prompt is claimed with ``DELETE … RETURNING``, a schedule
 an update id with a primary key, inbound messages under a lease with
 ``Dialect.skip_locked``, a repeated delivery in a transaction locked on its digest.
 
-Nothing is kept longer than it serves (``KEPT``): each table drops its expired rows
-where it grows, and ``prune`` sweeps them all (the lifecycle may call it on a schedule).
+Nothing is kept longer than it serves (``KEPT``): each table that grows with use drops
+its expired rows as it grows, and ``prune`` sweeps them all (the threads table, one row
+per number, only there); the lifecycle may call it on a schedule.
 """
 
 from __future__ import annotations
@@ -215,14 +216,13 @@ class SqlStorage:
     # -- the two-way bridge ------------------------------------------------------------------
 
     async def record_threads(self, numbers: Sequence[str], thread: Thread, at: float) -> None:
-        async with self._driver.transaction() as connection:
-            await _drop_expired(connection, "threads", at)
-            await connection.executemany(
-                "INSERT INTO threads (number, chat_id, message_id, at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (number) DO UPDATE SET chat_id = excluded.chat_id,"
-                " message_id = excluded.message_id, at = excluded.at",
-                [(n, thread.chat_id, thread.message_id, at) for n in numbers],
-            )
+        # One row per number, however often paged (the table is swept by ``prune``).
+        await self._driver.executemany(
+            "INSERT INTO threads (number, chat_id, message_id, at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (number) DO UPDATE SET chat_id = excluded.chat_id,"
+            " message_id = excluded.message_id, at = excluded.at",
+            [(n, thread.chat_id, thread.message_id, at) for n in numbers],
+        )
 
     async def accept_inbound(self, arrival: Arrival) -> int | None:
         """Store a message for posting; the chat it goes to, or None for a repeat."""
