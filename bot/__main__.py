@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from bot.config import Config, load_config
 from bot.errors import BotError, ConfigError, GatewayError, StorageUnavailable
-from bot.logs import configure_logging, get_logger
+from bot.logs import configure_logging, get_logger, redact
 from bot.vocabulary import Outcome
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -79,11 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(fmt=config.log.format, level=config.log.level, secrets=config.secrets)
-    if args.action == "run":
-        return asyncio.run(_run(config))
-    if args.action == "check":
-        return asyncio.run(_check(config))
-    return asyncio.run(_exec(config, args.command, args.yes))
+    try:
+        if args.action == "run":
+            return asyncio.run(_run(config))
+        if args.action == "check":
+            return asyncio.run(_check(config))
+        return asyncio.run(_exec(config, args.command, args.yes))
+    except ConfigError as exc:  # found on opening (a database.url asyncpg refuses)
+        print(f"config error: {redact(str(exc), config.secrets)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 async def _run(config: Config) -> int:
@@ -159,10 +163,10 @@ def entry() -> None:
     try:
         sys.exit(main())
     except StorageUnavailable as exc:  # the database is down: a failure, not a usage error
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(EXIT_FAILURE)
     except BotError as exc:  # pragma: no cover - a last line of defence, one line only
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 

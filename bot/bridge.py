@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from bot.errors import InboundRejected, PostFailed
 from bot.logs import get_logger
 from bot.recipients import AddressBook, clean_number, mask
 from bot.storage import Arrival, InboundMessage, Storage
+from bot.untrusted import decode_json_object, same_secret
 from bot.vocabulary import AuditEntry, Channel, Outcome
 
 CHANNELS = {channel.value: channel for channel in Channel}  # as inbound URLs spell them
@@ -60,12 +60,7 @@ def parse_inbound(raw: bytes) -> tuple[str, str]:
     """``(number, message)`` of an inbound body, or ``InboundRejected`` saying why not."""
     if len(raw) > MAX_BODY_BYTES:
         raise InboundRejected(413, f"body over {MAX_BODY_BYTES} bytes")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise InboundRejected(400, "body is not JSON") from None
-    if not isinstance(data, dict):
-        raise InboundRejected(400, "body is not a JSON object")
+    data = decode_json_object(raw)
     number = data.get("number")
     digits = clean_number(str(number)) if isinstance(number, str | int) else None
     if isinstance(number, bool) or digits is None:
@@ -102,7 +97,7 @@ class Bridge:
 
     def secret_matches(self, given: str) -> bool:
         """Constant-time comparison of the secret part of an inbound URL."""
-        return hmac.compare_digest(given.encode(), self._secret.encode())
+        return same_secret(given, self._secret)
 
     async def accept(self, channel: Channel, raw: bytes) -> None:
         """Store one inbound message for posting; returns only once it is on disk."""
@@ -112,7 +107,7 @@ class Bridge:
             self._count(channel, "rejected")
             raise
         digest = hmac.new(
-            self._secret.encode(), f"{channel}\0{number}\0{message}".encode(), hashlib.sha256
+            self._secret.encode(), f"{channel.value}\0{number}\0{message}".encode(), hashlib.sha256
         ).hexdigest()
         now = self._clock()
         chat = await self._storage.accept_inbound(

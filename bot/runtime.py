@@ -2,8 +2,8 @@
 
 One ``httpx.AsyncClient`` (one connection pool sized for fan-out), one ``Storage``
 (SQLite, or PostgreSQL for replicas), one gateway, one service. Everything that is
-opened here is closed here, in reverse order, with the audit flushed last-but-one so no
-entry is lost on shutdown.
+opened here is closed here, in reverse order, with the audit closed last-but-one (a last
+write; an entry the database still cannot take is logged, never dropped silently).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from tenacity.wait import wait_base
 
 from bot.audit import AuditLog
 from bot.bridge import Bridge
-from bot.config import Config
+from bot.config import Config, url_passwords
+from bot.errors import ConfigError
 from bot.gateway import WhatsMate
+from bot.logs import redact
 from bot.metrics import Metrics
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
 from bot.service import Service
@@ -68,7 +70,7 @@ async def open_runtime(
     pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
 ) -> AsyncIterator[Runtime]:
     metrics = Metrics() if config.http.port else None
-    storage = await open_storage(config)
+    storage = await _open_storage(config)
     try:
         async with http_client(config, transport) as http:
             audit = AuditLog(storage)
@@ -111,6 +113,17 @@ async def open_runtime(
             try:
                 yield Runtime(config, http, audit, gateway, service, metrics, storage, bridge)
             finally:
-                await audit.flush()
+                await audit.close()
     finally:
         await storage.aclose()
+
+
+async def _open_storage(config: Config) -> Storage:
+    """``open_storage``; a ``database.url`` that asyncpg refuses is a config error."""
+    try:
+        return await open_storage(config)
+    except ValueError as exc:  # asyncpg's ClientConfigurationError: a setting it refuses
+        if config.database_url is None:
+            raise
+        reason = redact(str(exc), url_passwords(config.database_url))
+        raise ConfigError("database.url", f"asyncpg cannot use it: {reason[:200]}") from None

@@ -29,6 +29,7 @@ from bot.gateway import (
     WhatsMate,
     check_media_size,
     clean_filename,
+    largest_file,
 )
 from bot.recipients import Recipient
 from bot.replies import SendLine, describe_failure
@@ -71,7 +72,23 @@ class Attachment(Protocol):
     def size(self) -> int | None:
         """The size Telegram reports, when it does (checked before downloading)."""
 
-    async def download(self, destination: Path) -> None: ...
+    async def download(self, destination: Path, cap: FileCap) -> None:
+        """Stream the file to ``destination``; ``LimitExceeded(cap.reason)`` as soon as it
+        is known to be over ``cap.max_bytes`` (by its reported size, or by counting)."""
+
+
+@dataclass(frozen=True)
+class FileCap:
+    """The most a command's file may be, and the line that says a file is bigger."""
+
+    max_bytes: int
+    reason: str
+
+
+# Telegram's Bot API hands bots files of at most 20 MB; the most the bot ever downloads.
+DOWNLOAD_CAP = FileCap(
+    20 * 1024 * 1024, "the file is over 20 MB, the most the bot downloads (Telegram's bot limit)"
+)
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,7 @@ class SendPlan:
     outgoing: Outgoing  # without the file: it is downloaded only when the send runs
     deliveries: tuple[Delivery, ...]
     attachment: Attachment | None = None
+    file_cap: FileCap = DOWNLOAD_CAP
 
 
 def attachment_for(parsed: c.Parsed, attachment: Attachment | None) -> Attachment | None:
@@ -134,12 +152,18 @@ def plan_send(
         if recipient.group is not None or not batched:
             target = Target.SINGLE if recipient.group is None else Target.GROUP
             deliveries.append(Delivery(_route(gateway, channel, target, outgoing), (recipient,)))
+    cap = DOWNLOAD_CAP
     for delivery in deliveries:
         gateway.check(delivery.route, outgoing, delivery.recipients[0])
         media = delivery.route.media_field
+        limit = gateway.api.media_limits.get(media) if media else None
         if media and attachment is not None and attachment.size is not None:
-            check_media_size(media, attachment.size, gateway.api.media_limits.get(media))
-    return SendPlan(title, outgoing, tuple(deliveries), attachment)
+            check_media_size(media, attachment.size, limit)
+        if media and limit is not None and largest_file(media, limit)[0] < cap.max_bytes:
+            cap = FileCap(*largest_file(media, limit))
+    if attachment is not None and attachment.size is not None and attachment.size > cap.max_bytes:
+        raise LimitExceeded(cap.reason)
+    return SendPlan(title, outgoing, tuple(deliveries), attachment, cap)
 
 
 def _route(gateway: WhatsMate, channel: Channel, target: Target, outgoing: Outgoing) -> Route:
@@ -214,7 +238,7 @@ async def run_send(plan: SendPlan, gateway: WhatsMate, max_concurrency: int) -> 
         return await _fan_out(plan, plan.outgoing, gateway, max_concurrency)
     with tempfile.TemporaryDirectory(prefix="whatsmate-bot-") as folder:
         path = Path(folder) / "upload"
-        await plan.attachment.download(path)
+        await plan.attachment.download(path, plan.file_cap)
         media = MediaFile(path, _filename(gateway, plan.attachment.filename))
         return await _fan_out(plan, replace(plan.outgoing, media=media), gateway, max_concurrency)
 

@@ -51,13 +51,13 @@ from telegram.request import HTTPXRequest
 
 from bot import commands
 from bot.commands import MediaKind
-from bot.errors import AttachmentError, PostFailed
+from bot.errors import AttachmentError, InboundRejected, LimitExceeded, PostFailed
 from bot.logs import get_logger
 from bot.replicas import Election, replica_id
 from bot.replies import split_text
 from bot.runtime import Runtime
 from bot.schedules import Schedule, cron_trigger
-from bot.sends import FileRef
+from bot.sends import FileCap, FileRef
 from bot.service import CONFIRM_TTL_S, Reply, Request
 from bot.transport import AiohttpTransport
 from bot.vocabulary import Outcome, Role
@@ -78,18 +78,29 @@ class TelegramAttachment:
     bot: Bot
     http: httpx.AsyncClient
 
-    async def download(self, destination: Path) -> None:
-        """Stream the file to ``destination`` (never holding it in memory whole)."""
+    async def download(self, destination: Path, cap: FileCap) -> None:
+        """Stream the file to ``destination`` (never holding it in memory whole), and stop
+        as soon as it is known to be over ``cap``: by the size getFile reports, by the
+        answer's Content-Length, or by counting what arrives."""
         try:
             telegram_file = await self.bot.get_file(self.file_id)
             url = telegram_file.file_path
             if not url:
                 raise AttachmentError("Telegram gave no file path")
+            if (telegram_file.file_size or 0) > cap.max_bytes:
+                raise LimitExceeded(cap.reason)
             async with self.http.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise AttachmentError(f"download failed with HTTP {response.status_code}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > cap.max_bytes:
+                    raise LimitExceeded(cap.reason)
+                written = 0
                 with destination.open("wb") as target:
                     async for chunk in response.aiter_bytes(256 * 1024):
+                        written += len(chunk)
+                        if written > cap.max_bytes:
+                            raise LimitExceeded(cap.reason)
                         target.write(chunk)
         except TelegramError as exc:
             raise AttachmentError(f"Telegram refused the file ({exc.message})") from None
@@ -524,12 +535,12 @@ async def serve(
             taking = role() is not Role.POLLER or polling
             return taking and runtime.service.last_gateway_up is not False, {"role": role().value}
 
-        async def deliver(data: object) -> None:
+        async def deliver(data: dict[str, Any]) -> None:
             try:
-                update = Update.de_json(data if isinstance(data, dict) else {}, app.bot)
-            except (KeyError, TypeError, ValueError) as exc:
+                update = Update.de_json(data, app.bot)
+            except Exception as exc:  # PTB's parser meets untrusted JSON: any error is a 400
                 log.warning("webhook_update_unreadable", error=type(exc).__name__)
-                return
+                raise InboundRejected(400, "not a Telegram update") from None
             await app.update_queue.put(update)
 
         server = None

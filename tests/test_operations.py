@@ -227,6 +227,28 @@ async def test_metrics_and_health(make_bot: BotUnderTest) -> None:
             pass
 
 
+async def test_strangers_cannot_grow_the_metrics(make_bot: BotUnderTest) -> None:
+    """Labels come from the command table: any other word counts as ``unknown``."""
+    port = free_port()
+    bot = await make_bot.start(http={"listen": "127.0.0.1", "port": port})
+
+    async def series() -> list[str]:
+        async with httpx.AsyncClient() as client:
+            page = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        return [line for line in page.splitlines() if not line.startswith("#")]
+
+    await bot.say("/zz", user=STRANGER_ID)
+    before = await series()
+    for n in range(60):
+        bot.telegram.message(f"/zz{n}", user=STRANGER_ID)
+    bot.telegram.message("/" + "z" * 5000, user=STRANGER_ID)
+    await bot.telegram.wait_replies(62, STRANGER_ID)
+    after = await series()
+    assert len(after) == len(before)
+    assert 'whatsmate_bot_commands_total{command="unknown",outcome="denied"} 62.0' in after
+    assert max(len(line) for line in after) < 200
+
+
 async def test_webhook_mode_checks_the_secret_token(make_bot: BotUnderTest) -> None:
     port = free_port()
     bot = await make_bot.start(
