@@ -19,13 +19,13 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from bot.audit import AuditLog
+from bot.clock import Clock
 from bot.errors import InboundRejected, PostFailed
 from bot.logs import get_logger
 from bot.recipients import AddressBook, clean_number, mask
@@ -82,7 +82,7 @@ class Bridge:
         secret: str,
         default_chat: int,
         address_book: AddressBook,
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
         observe: InboundObserver | None = None,
     ) -> None:
         self._storage = storage
@@ -109,7 +109,7 @@ class Bridge:
         digest = hmac.new(
             self._secret.encode(), f"{channel.value}\0{number}\0{message}".encode(), hashlib.sha256
         ).hexdigest()
-        now = self._clock()
+        now = self._clock.now()
         chat = await self._storage.accept_inbound(
             Arrival(
                 channel,
@@ -183,7 +183,9 @@ class Bridge:
         )
         async for attempt in retrying:
             with attempt:
-                while waiting := await self._storage.claim_inbound(chat, time.time(), LEASE_S):
+                while waiting := await self._storage.claim_inbound(
+                    chat, self._clock.now(), LEASE_S
+                ):
                     await self._post_taken(chat, waiting, post)
 
     async def _post_taken(self, chat: int, taken: list[InboundMessage], post: Post) -> None:
@@ -194,7 +196,7 @@ class Bridge:
         async def renew() -> None:
             while True:
                 await asyncio.sleep(LEASE_S / 3)
-                await self._storage.lease_inbound(ids, time.time() + LEASE_S)
+                await self._storage.lease_inbound(ids, self._clock.now() + LEASE_S)
 
         renewing = asyncio.create_task(renew())
         try:
@@ -204,7 +206,7 @@ class Bridge:
             raise
         finally:
             renewing.cancel()
-        await self._storage.mark_posted(ids, post_id, time.time())
+        await self._storage.mark_posted(ids, post_id, self._clock.now())
 
     def compose(self, messages: Sequence[InboundMessage]) -> Composed:
         """One message: a post of its own, under its thread. Several: one line each."""

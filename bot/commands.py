@@ -109,23 +109,15 @@ class ScheduleRemove:
     name: str
 
 
-Command = (
-    SendText
-    | SendLocation
-    | SendMedia
-    | Translate
-    | PdfToText
-    | ListLanguages
-    | Status
-    | History
-    | WhoAmI
-    | Help
-    | ScheduleList
-    | ScheduleAdd
-    | ScheduleRemove
-)
+# Each union is matched with ``typing.assert_never`` on its last branch where it is
+# dispatched, so mypy --strict fails until a new command is handled everywhere.
 SendCommand = SendText | SendLocation | SendMedia
 ScheduleCommand = ScheduleList | ScheduleAdd | ScheduleRemove
+QueryCommand = (
+    Translate | PdfToText | ListLanguages | Status | History | WhoAmI | Help | ScheduleCommand
+)
+"""Every command that is not a send: ``Service._query`` answers it."""
+Command = SendCommand | QueryCommand
 SCHEDULE_COMMANDS = (ScheduleList, ScheduleAdd, ScheduleRemove)
 SEND_COMMANDS = (SendText, SendLocation, SendMedia)
 HISTORY_MAX = 50

@@ -89,6 +89,7 @@ async def run_demo(
                 secret=DEMO_SECRET,
                 default_chat=DEMO_CHAT,
                 address_book=config.address_book,
+                clock=runtime.clock,
             )
             groups = "; gateway groups: ops-room (/wa), ops-tg (/tg)" if api_version == 3 else ""
             say(

@@ -8,7 +8,7 @@ write; an entry the database still cannot take is logged, never dropped silently
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -17,19 +17,22 @@ from tenacity.wait import wait_base
 
 from bot.audit import AuditLog
 from bot.bridge import Bridge
+from bot.clock import Clock, SystemClock
 from bot.config import Config, url_passwords
 from bot.errors import ConfigError
 from bot.gateway import WhatsMate
+from bot.health import GatewayHealth
 from bot.logs import redact
 from bot.metrics import Metrics
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
+from bot.schedules import Timers
 from bot.service import Service
 from bot.storage import Storage, open_storage
 from bot.transport import AiohttpTransport
 from bot.vocabulary import Channel
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
     config: Config
     http: httpx.AsyncClient
@@ -39,6 +42,9 @@ class Runtime:
     metrics: Metrics | None
     storage: Storage
     bridge: Bridge | None
+    clock: Clock
+    timers: Timers | None  # the schedules' timer, when the bot runs for good (``run``)
+    gateway_health: GatewayHealth
 
 
 def http_client(
@@ -65,15 +71,22 @@ async def open_runtime(
     config: Config,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-    clock: Callable[[], float] | None = None,
+    clock: Clock | None = None,
     backoff: wait_base | None = None,
     pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
+    serving: bool = False,
 ) -> AsyncIterator[Runtime]:
+    """Everything one front end needs; ``serving`` for the long-running bot (schedules
+    run), not for one-shot front ends (exec, check, demo)."""
+    # The one clock: every part that reads the time is handed this one.
+    clock = clock if clock is not None else SystemClock()
     metrics = Metrics() if config.http.port else None
+    timers = Timers() if serving else None
+    gateway_health = GatewayHealth()
     storage = await _open_storage(config)
     try:
         async with http_client(config, transport) as http:
-            audit = AuditLog(storage)
+            audit = AuditLog(storage, clock)
             wa = config.whatsmate
             gateway = WhatsMate(
                 http,
@@ -97,8 +110,10 @@ async def open_runtime(
                 audit,
                 storage=storage,
                 observe=metrics.observe_command if metrics else None,
+                clock=clock,
+                scheduler=timers,
+                gateway_health=gateway_health,
                 pdf_polling=pdf_polling,
-                **({"clock": clock} if clock else {}),
             )
             bridge = None
             if config.inbound is not None:
@@ -108,10 +123,23 @@ async def open_runtime(
                     secret=config.inbound.secret,
                     default_chat=config.inbound.chat,
                     address_book=config.address_book,
+                    clock=clock,
                     observe=metrics.observe_inbound if metrics else None,
                 )
             try:
-                yield Runtime(config, http, audit, gateway, service, metrics, storage, bridge)
+                yield Runtime(
+                    config=config,
+                    http=http,
+                    audit=audit,
+                    gateway=gateway,
+                    service=service,
+                    metrics=metrics,
+                    storage=storage,
+                    bridge=bridge,
+                    clock=clock,
+                    timers=timers,
+                    gateway_health=gateway_health,
+                )
             finally:
                 await audit.close()
     finally:

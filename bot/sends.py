@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from bot import commands as c
 from bot.errors import GatewayError, LimitExceeded, OutcomeUnknown, UsageError
@@ -137,7 +137,7 @@ def attachment_for(parsed: c.Parsed, attachment: Attachment | None) -> Attachmen
 
 
 def plan_send(
-    command: c.Command,
+    command: c.SendCommand,
     recipients: Sequence[Recipient],
     gateway: WhatsMate,
     attachment: Attachment | None,
@@ -178,49 +178,65 @@ def _route(gateway: WhatsMate, channel: Channel, target: Target, outgoing: Outgo
 
 
 def _what(
-    command: c.Command, gateway: WhatsMate, attachment: Attachment | None
+    command: c.SendCommand, gateway: WhatsMate, attachment: Attachment | None
 ) -> tuple[Channel, Outgoing, str]:
     """The channel, what is sent, and the title of the reply."""
-    if isinstance(command, c.SendText):
-        channel = command.channel
-        link = (
-            _URL.fullmatch(command.message)
-            and gateway.route(channel, Target.SINGLE, Content.URL) is not None
+    match command:
+        case c.SendText():
+            return _text(command, gateway)
+        case c.SendLocation():
+            return _location(command, gateway)
+        case c.SendMedia():
+            if attachment is None:  # pragma: no cover - attachment_for() found one first
+                raise UsageError(f"Usage: /help (/{command.kind.value} needs its file)")
+            return _media(command, gateway, attachment)
+        case _:
+            assert_never(command)
+
+
+def _text(command: c.SendText, gateway: WhatsMate) -> tuple[Channel, Outgoing, str]:
+    channel = command.channel
+    link = (
+        _URL.fullmatch(command.message)
+        and gateway.route(channel, Target.SINGLE, Content.URL) is not None
+    )
+    content = Content.URL if link else Content.TEXT
+    single = gateway.route(channel, Target.SINGLE, content)
+    if channel is Channel.TELEGRAM:
+        title = "Telegram"
+    elif single is WHATSAPP_QUEUE:
+        title = "WhatsApp (queue)"
+    else:
+        instance = gateway.instance(channel)
+        title = f"WhatsApp{' link' if link else ''} (instance {instance})"
+    return channel, Outgoing(content, text=command.message), title
+
+
+def _location(command: c.SendLocation, gateway: WhatsMate) -> tuple[Channel, Outgoing, str]:
+    lat, lon = command.latitude, command.longitude
+    title = f"Location {lat:g}, {lon:g}"
+    if gateway.route(Channel.TELEGRAM, Target.SINGLE, Content.LOCATION) is not None:
+        outgoing = Outgoing(Content.LOCATION, latitude=lat, longitude=lon)
+        return Channel.TELEGRAM, outgoing, title
+    text = f"Location: {lat}, {lon}\nhttps://maps.google.com/?q={lat},{lon}"
+    title += f" (sent as text: API v{gateway.api.version} has no location endpoint)"
+    return Channel.TELEGRAM, Outgoing(Content.TEXT, text=text), title
+
+
+def _media(
+    command: c.SendMedia, gateway: WhatsMate, attachment: Attachment
+) -> tuple[Channel, Outgoing, str]:
+    if command.channel is Channel.WHATSAPP:
+        content = _CONTENT[attachment.kind]
+        label = f"WhatsApp {attachment.kind.value}"
+    else:
+        content = (
+            Content.DOCUMENT if command.kind is c.MediaKind.DOCUMENT else _CONTENT[attachment.kind]
         )
-        content = Content.URL if link else Content.TEXT
-        single = gateway.route(channel, Target.SINGLE, content)
-        if channel is Channel.TELEGRAM:
-            title = "Telegram"
-        elif single is WHATSAPP_QUEUE:
-            title = "WhatsApp (queue)"
-        else:
-            instance = gateway.instance(channel)
-            title = f"WhatsApp{' link' if link else ''} (instance {instance})"
-        return channel, Outgoing(content, text=command.message), title
-    if isinstance(command, c.SendLocation):
-        lat, lon = command.latitude, command.longitude
-        title = f"Location {lat:g}, {lon:g}"
-        if gateway.route(Channel.TELEGRAM, Target.SINGLE, Content.LOCATION) is not None:
-            outgoing = Outgoing(Content.LOCATION, latitude=lat, longitude=lon)
-            return Channel.TELEGRAM, outgoing, title
-        text = f"Location: {lat}, {lon}\nhttps://maps.google.com/?q={lat},{lon}"
-        title += f" (sent as text: API v{gateway.api.version} has no location endpoint)"
-        return Channel.TELEGRAM, Outgoing(Content.TEXT, text=text), title
-    if isinstance(command, c.SendMedia) and attachment is not None:
-        if command.channel is Channel.WHATSAPP:
-            content = _CONTENT[attachment.kind]
-            label = f"WhatsApp {attachment.kind.value}"
-        else:
-            content = (
-                Content.DOCUMENT
-                if command.kind is c.MediaKind.DOCUMENT
-                else _CONTENT[attachment.kind]
-            )
-            label = command.kind.value.capitalize()
-        name = _filename(gateway, attachment.filename)
-        outgoing = Outgoing(content, caption=command.caption)
-        return command.channel, outgoing, f"{label} {name}"
-    raise UsageError(f"Usage: /help (not a send: {type(command).__name__})")  # pragma: no cover
+        label = command.kind.value.capitalize()
+    name = _filename(gateway, attachment.filename)
+    outgoing = Outgoing(content, caption=command.caption)
+    return command.channel, outgoing, f"{label} {name}"
 
 
 def _filename(gateway: WhatsMate, name: str) -> str:

@@ -22,6 +22,7 @@ from bot.logs import configure_logging
 from bot.storage import Storage
 from bot.storage.sqlite import SqliteDriver
 from bot.vocabulary import AuditEntry, Outcome
+from tests.conftest import FakeClock
 
 
 class FailingWrites:
@@ -73,7 +74,7 @@ async def test_a_failed_batch_is_kept_in_order_and_written_later(
     tmp_path: Path, logs: io.StringIO
 ) -> None:
     storage = await FailingWrites.open(tmp_path / "audit.sqlite3", failures=2)
-    audit = AuditLog(storage, retry_wait=wait_none())
+    audit = AuditLog(storage, FakeClock(), retry_wait=wait_none())
     audit.record(entry(1))
     audit.record(entry(2))
     await asyncio.wait_for(storage.written.wait(), 10)
@@ -87,7 +88,7 @@ async def test_a_failed_batch_is_kept_in_order_and_written_later(
 
 async def test_flush_raises_while_the_database_fails_and_loses_nothing(tmp_path: Path) -> None:
     storage = await FailingWrites.open(tmp_path / "audit.sqlite3", failures=1000)
-    audit = AuditLog(storage, retry_wait=wait_fixed(3600))
+    audit = AuditLog(storage, FakeClock(), retry_wait=wait_fixed(3600))
     audit.record(entry(1))
     with pytest.raises(sqlite3.OperationalError):
         await audit.flush()
@@ -105,14 +106,14 @@ async def test_shutdown_tries_again_then_logs_what_it_could_not_write(
     tmp_path: Path, logs: io.StringIO
 ) -> None:
     storage = await FailingWrites.open(tmp_path / "audit.sqlite3", failures=1)
-    audit = AuditLog(storage, retry_wait=wait_fixed(3600))
+    audit = AuditLog(storage, FakeClock(), retry_wait=wait_fixed(3600))
     audit.record(entry(1))
     await asyncio.wait_for(storage.attempted.wait(), 10)  # failed: now it pauses an hour
     await audit.close()  # does not wait the hour: it tries once more, and that works
     assert await stored_commands(storage) == ["/wa1"]
 
     storage.failures = 1000
-    audit = AuditLog(storage, retry_wait=wait_fixed(3600))
+    audit = AuditLog(storage, FakeClock(), retry_wait=wait_fixed(3600))
     audit.record(entry(2))
     audit.record(entry(3))
     await audit.close()
@@ -128,7 +129,7 @@ async def test_the_buffer_is_bounded_and_what_does_not_fit_is_logged(
     tmp_path: Path, logs: io.StringIO
 ) -> None:
     storage = await FailingWrites.open(tmp_path / "audit.sqlite3", failures=1000)
-    audit = AuditLog(storage, max_buffered=3, retry_wait=wait_fixed(3600))
+    audit = AuditLog(storage, FakeClock(), max_buffered=3, retry_wait=wait_fixed(3600))
     for n in range(5):
         audit.record(entry(n))
     assert [e["command"] for e in events(logs, "audit_entry_dropped")] == ["/wa3", "/wa4"]
