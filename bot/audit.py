@@ -26,9 +26,8 @@ from tenacity.wait import wait_base
 from bot.clock import Clock
 from bot.logs import get_logger
 from bot.recipients import mask
-from bot.storage import AuditEntry, Outcome, Storage
-
-__all__ = ["AuditEntry", "AuditLog", "Outcome"]
+from bot.storage import Storage
+from bot.vocabulary import AuditEntry
 
 MAX_BUFFERED = 100_000  # entries waiting for the database; past this they go to the log
 BATCH_MAX = 1_000  # entries per transaction

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from bot.storage import Storage
+from bot.vocabulary import Role
 
 
 class GatewayHealth:
@@ -31,9 +32,7 @@ class Intake(Protocol):
     """Where updates come from (the poller election, or the webhook)."""
 
     @property
-    def role(self) -> str:
-        """``poller``, ``standby`` or ``webhook``."""
-        ...
+    def role(self) -> Role: ...
 
     @property
     def taking(self) -> bool:
@@ -54,5 +53,5 @@ class Health:
         try:
             await self._storage.ping()
         except Exception:
-            return False, {"role": role, "storage": "unreachable"}
-        return self._intake.taking and not self._gateways.down, {"role": role}
+            return False, {"role": role.value, "storage": "unreachable"}
+        return self._intake.taking and not self._gateways.down, {"role": role.value}

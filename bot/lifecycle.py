@@ -9,14 +9,16 @@ that runs for as long as the bot does is a ``Part`` (``start()``, ``stop()``), a
    answered every update in flight, so a standby takes over only then — at once.
 1. ``front end``: the chat front end (``telegram_app``) ready to handle updates; it is
    stopped last, and stopping it finishes every update in flight.
-2. ``schedules``: the schedules armed, then their timers run (a run in flight finishes);
+2. ``pruning``: what the storage keeps past its time is dropped (``Storage.prune``) before
+   the bot is up, then every ``PRUNE_EVERY_S``.
+3. ``schedules``: the schedules armed, then their timers run (a run in flight finishes);
    with replicas they follow, every ``SCHEDULE_SYNC_S``, what other replicas added or
    removed.
-3. ``poster``: the bridge's outbox poster (with ``inbound``); what it has not posted
+4. ``poster``: the bridge's outbox poster (with ``inbound``); what it has not posted
    stays stored for the next start or another replica.
-4. ``web server``: ``/healthz``, ``/metrics``, the webhook and the inbound URLs
+5. ``web server``: ``/healthz``, ``/metrics``, the webhook and the inbound URLs
    (with ``http.port``).
-5. ``polling`` (poll while this replica's lease says it may, with a fresh updater for
+6. ``polling`` (poll while this replica's lease says it may, with a fresh updater for
    each term; stand by otherwise) or ``webhook`` (register the web server's URL with
    Telegram, once it listens).
 
@@ -54,8 +56,10 @@ from bot.logs import get_logger
 from bot.replicas import Election
 from bot.runtime import Runtime
 from bot.schedules import SCHEDULE_SYNC_S, Schedule, Timers
+from bot.vocabulary import Role
 
 log = get_logger("bot.lifecycle")
+PRUNE_EVERY_S = 3600.0  # each table also drops its expired rows as it grows
 
 
 class FrontEnd(Protocol):
@@ -163,12 +167,12 @@ class Polling:
         self._frontend = frontend
 
     @property
-    def role(self) -> str:
+    def role(self) -> Role:
         return self._election.role
 
     @property
     def taking(self) -> bool:
-        return self.role != "poller" or self._frontend.polling
+        return self.role is not Role.POLLER or self._frontend.polling
 
     async def start(self) -> None:
         await self._election.lead(self._frontend.start_polling, self._frontend.stop_polling)
@@ -186,7 +190,7 @@ class WebhookRegistration:
     """Webhook mode: Telegram delivers to the web server, which is listening by now."""
 
     name = "webhook"
-    role = "webhook"
+    role = Role.WEBHOOK
     taking = True
 
     def __init__(self, frontend: FrontEnd) -> None:
@@ -213,6 +217,7 @@ def bot_parts(runtime: Runtime, frontend: FrontEnd) -> list[Part]:
     parts: list[Part | None] = [
         Step("poller lease", election.hold, election.release) if polling else None,
         Step("front end", frontend.start, frontend.stop),
+        _pruning(runtime),
         _schedules(runtime, timers, frontend) if timers is not None else None,
         Task("poster", lambda: bridge.run_poster(frontend.post)) if bridge is not None else None,
         _web_server(runtime, frontend, health),
@@ -230,6 +235,23 @@ def _schedules(runtime: Runtime, timers: Timers, frontend: FrontEnd) -> Part:
             timers.follow(service.sync_schedules, SCHEDULE_SYNC_S)
 
     return Task("schedules", lambda: timers.run(frontend.run_schedule), prepare=arm)
+
+
+def _pruning(runtime: Runtime) -> Part:
+    storage, clock = runtime.storage, runtime.clock
+
+    async def sweep() -> None:
+        log.info("pruned", rows=await storage.prune(clock.now()))
+
+    async def every_hour() -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY_S)
+            try:
+                await sweep()
+            except Exception:  # the database is away: the next sweep takes it all
+                log.warning("prune_failed", exc_info=True)
+
+    return Task("pruning", every_hour, prepare=sweep)
 
 
 def _web_server(runtime: Runtime, frontend: FrontEnd, health: Health) -> Part | None:

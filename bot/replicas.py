@@ -60,6 +60,7 @@ from collections.abc import Awaitable, Callable
 from bot.clock import Clock
 from bot.logs import get_logger
 from bot.storage import Storage
+from bot.vocabulary import Role
 
 LEASE_S = 8.0  # a poller that stops renewing loses the role this long after its last renewal
 ELECTION_EVERY_S = 1.0  # renew (poller) or try to take over (standby) this often
@@ -102,8 +103,8 @@ class Election:
         self._steering: asyncio.Task[None] | None = None
 
     @property
-    def role(self) -> str:
-        return "poller" if self._polling is not None else "standby"
+    def role(self) -> Role:
+        return Role.POLLER if self._polling is not None else Role.STANDBY
 
     def _left(self) -> float:
         return self._valid_until - self._clock.monotonic()

@@ -19,7 +19,6 @@ from tenacity.wait import wait_base
 from bot.audit import AuditLog
 from bot.bridge import Bridge
 from bot.clock import Clock, SystemClock
-from bot.commands import Channel
 from bot.config import Config, url_passwords
 from bot.errors import ConfigError
 from bot.gateway import WhatsMate
@@ -30,8 +29,9 @@ from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
 from bot.replicas import Election, replica_id
 from bot.schedules import Timers
 from bot.service import Service
-from bot.storage import SqliteStorage, Storage
+from bot.storage import Storage, open_storage
 from bot.transport import AiohttpTransport
+from bot.vocabulary import Channel
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ async def open_runtime(
     metrics = Metrics() if config.http.port else None
     timers = Timers() if serving else None
     gateway_health = GatewayHealth()
-    storage = await open_storage(config)
+    storage = await _open_storage(config)
     try:
         async with http_client(config, transport) as http:
             audit = AuditLog(storage, clock)
@@ -155,14 +155,12 @@ async def open_runtime(
         await storage.aclose()
 
 
-async def open_storage(config: Config) -> Storage:
-    """PostgreSQL when ``database.url`` is set (replicas), else SQLite at ``audit.path``."""
-    if config.database_url is None:
-        return SqliteStorage(config.audit_path)
-    from bot.storage_pg import PostgresStorage  # asyncpg only for teams that use it
-
+async def _open_storage(config: Config) -> Storage:
+    """``open_storage``; a ``database.url`` that asyncpg refuses is a config error."""
     try:
-        return await PostgresStorage.connect(config.database_url)
+        return await open_storage(config)
     except ValueError as exc:  # asyncpg's ClientConfigurationError: a setting it refuses
+        if config.database_url is None:
+            raise
         reason = redact(str(exc), url_passwords(config.database_url))
         raise ConfigError("database.url", f"asyncpg cannot use it: {reason[:200]}") from None

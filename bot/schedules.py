@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, assert_never
 
 from bot import commands as c
-from bot.audit import Outcome
 from bot.config import ScheduleConfig, parse_every
 from bot.logs import get_logger
 from bot.replies import Reply, Result
 from bot.storage import LastRun, Storage, StoredSchedule
+from bot.vocabulary import Outcome
 
 log = get_logger("bot.schedules")
 SCHEDULE_SYNC_S = 10.0  # replicas pick up schedules added or removed elsewhere this often

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import assert_never
 
 from bot import commands as c
-from bot.audit import AuditEntry, AuditLog, Outcome
+from bot.audit import AuditLog
 from bot.clock import Clock
 from bot.config import Config
 from bot.errors import (
@@ -39,7 +39,6 @@ from bot.replies import (
     NOT_ALLOWED,
     Reply,
     Result,
-    Role,
     describe_failure,
     history_line,
     send_result,
@@ -64,8 +63,9 @@ from bot.sends import (
     run_send,
 )
 from bot.storage import Storage, StoredPrompt, Thread
+from bot.vocabulary import AuditEntry, Channel, Outcome, UserRole
 
-__all__ = ["NOT_ALLOWED", "ButtonResult", "Interrupted", "Reply", "Request", "Role", "Service"]
+__all__ = ["NOT_ALLOWED", "ButtonResult", "Interrupted", "Reply", "Request", "Service"]
 
 CONFIRM_TTL_S = 300.0
 LANGUAGE_CACHE_S = 24 * 3600.0
@@ -129,7 +129,7 @@ class ButtonResult:
 class _Identity:
     user_id: int
     chat_id: int
-    role: Role
+    role: UserRole
 
 
 CommandObserver = Callable[[str, str, float], None]
@@ -171,13 +171,13 @@ class Service:
         self._languages_lock = asyncio.Lock()
         self._gateway_health = gateway_health
 
-    def role(self, user_id: int, chat_id: int, private: bool) -> Role:
+    def role(self, user_id: int, chat_id: int, private: bool) -> UserRole:
         access = self.config.access
         if user_id in access.admins:
-            return Role.ADMIN
+            return UserRole.ADMIN
         if user_id in access.users and not private and chat_id in access.chats:
-            return Role.USER
-        return Role.STRANGER
+            return UserRole.USER
+        return UserRole.STRANGER
 
     # -- entry points -------------------------------------------------------------
 
@@ -238,7 +238,7 @@ class Service:
         """What handling ``request`` could have done before its replica stopped: reached
         WhatsMate with a send (or a PDF job), asked to confirm one, or nothing a rerun
         would repeat. Pure: no I/O."""
-        if self._identity(request).role is Role.STRANGER:
+        if self._identity(request).role is UserRole.STRANGER:
             return Interrupted.NOTHING
         try:
             command = self._parse(request).command
@@ -280,7 +280,7 @@ class Service:
         """The one answer to a command that could not be journaled (the database is away):
         it is not run, so nothing is sent."""
         identity = self._identity(request)
-        if identity.role is Role.STRANGER:
+        if identity.role is UserRole.STRANGER:
             result = Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
         else:
             result = Result(Reply(DATABASE_AWAY, Outcome.ERROR), "database unreachable")
@@ -305,7 +305,7 @@ class Service:
     ) -> tuple[Recipient, ...]:
         """Who a send goes to: numbers, contacts, groups, and the channel's gateway groups."""
         channel = command.channel if isinstance(command, c.SendText | c.SendMedia) else None
-        return self.config.address_book.resolve(command.to, channel or c.Channel.TELEGRAM)
+        return self.config.address_book.resolve(command.to, channel or Channel.TELEGRAM)
 
     def _recipient_names(self, request: Request) -> tuple[str, ...]:
         """The audit's names for the recipients of a request's send (none if unreadable)."""
@@ -362,7 +362,7 @@ class Service:
             return None
         started = time.perf_counter()
         admin = self.config.access.first_admin or 0
-        identity = _Identity(admin, schedule.chat_id, Role.ADMIN)
+        identity = _Identity(admin, schedule.chat_id, UserRole.ADMIN)
         request = Request(admin, schedule.chat_id, False, schedule.command)
         result = await self._handle(identity, request, confirmed=True)
         name = f"{c.command_name(schedule.command) or '?'} (schedule {schedule.name})"
@@ -375,11 +375,11 @@ class Service:
     # -- dispatch -----------------------------------------------------------------
 
     async def _handle(self, identity: _Identity, request: Request, confirmed: bool) -> Result:
-        if identity.role is Role.STRANGER:
+        if identity.role is UserRole.STRANGER:
             return Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
         try:
             parsed = self._parse(request)
-            if parsed.spec.access is c.Access.ADMIN and identity.role is not Role.ADMIN:
+            if parsed.spec.access is c.Access.ADMIN and identity.role is not UserRole.ADMIN:
                 return Result(Reply(NOT_ALLOWED, Outcome.DENIED), "admin only")
             return await self._execute(identity, parsed, request, confirmed)
         except UsageError as exc:
@@ -457,8 +457,8 @@ class Service:
             return None
         started = time.perf_counter()
         identity = self._identity(request)
-        name = "wa" if post.channel == "whatsapp" else "tg"
-        if identity.role is Role.STRANGER:
+        name = post.channel.command
+        if identity.role is UserRole.STRANGER:
             result = Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
         elif post.merged:
             text = (
@@ -470,8 +470,7 @@ class Service:
             result = Result(Reply("Only a text reply goes back; nothing was sent.", Outcome.USAGE))
         else:
             to = self.config.address_book.alias_of(post.number) or post.number
-            channel = c.Channel.WHATSAPP if name == "wa" else c.Channel.TELEGRAM
-            parsed = c.Parsed(c.SPECS[name], c.SendText(channel, to, request.text))
+            parsed = c.Parsed(c.SPECS[name], c.SendText(post.channel, to, request.text))
             result = await self._execute(identity, parsed, request, confirmed=False)
         self._finish(identity, f"/{name}", result, started)
         return result.reply
@@ -494,7 +493,7 @@ class Service:
                 user, role, chat = identity.user_id, identity.role.value, identity.chat_id
                 return Result(Reply(f"You are {user} ({role}) in chat {chat}.", Outcome.OK))
             case c.Help():
-                access = c.Access.ADMIN if identity.role is Role.ADMIN else c.Access.MEMBER
+                access = c.Access.ADMIN if identity.role is UserRole.ADMIN else c.Access.MEMBER
                 text = "Commands you may use:\n" + "\n".join(c.help_lines(access))
                 return Result(Reply(text, Outcome.OK))
             case c.ScheduleList() | c.ScheduleAdd() | c.ScheduleRemove():
@@ -568,7 +567,7 @@ class Service:
         return Result(reply, f"{len(rows)} codes")
 
     async def _history(self, identity: _Identity, count: int) -> Result:
-        only = None if identity.role is Role.ADMIN else identity.user_id
+        only = None if identity.role is UserRole.ADMIN else identity.user_id
         entries = await self._audit.recent(count, only)
         if not entries:
             return Result(Reply("No audit entries yet.", Outcome.OK), "0 entries")

@@ -58,7 +58,6 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from bot import commands
-from bot.audit import Outcome
 from bot.commands import MediaKind
 from bot.config import Config
 from bot.errors import AttachmentError, InboundRejected, LimitExceeded, LostPollerRole, PostFailed
@@ -70,11 +69,11 @@ from bot.schedules import Schedule
 from bot.sends import FileCap, FileRef
 from bot.service import CONFIRM_TTL_S, Interrupted, Reply, Request
 from bot.transport import AiohttpTransport
+from bot.vocabulary import Outcome
 
 log = get_logger("bot.telegram")
 Context = ContextTypes.DEFAULT_TYPE
 App = Application[Any, Any, Any, Any, Any, Any]
-REPLAY_WINDOW_S = 24 * 3600.0  # a journal entry older than this is never run again
 # The poller lease term the update this task handles was admitted under (polling only).
 _TERM: ContextVar[int | None] = ContextVar("poller_term", default=None)
 
@@ -363,18 +362,13 @@ class TelegramFrontend:
         """On becoming the poller: finish what an earlier poller (this replica's too)
         started and did not finish. A send is answered ``outcome unknown`` (never sent
         again), one that asks to confirm never asks twice; anything else runs again.
-        Nothing older than ``REPLAY_WINDOW_S`` is run."""
+        Nothing recorded more than 24 hours ago is run (the storage leaves it out)."""
         app = self.app
         await self._mark_done()
-        now = self.clock.now()
-        for entry in await self.storage.unfinished_updates(""):  # "": ours as well
+        for entry in await self.storage.unfinished_updates("", self.clock.now()):  # "": ours too
             update_id = entry.update_id
             if self._inflight.get(update_id) == term or update_id in self._unmarked:
                 continue  # running here under this lease, or queued by an earlier try
-            if now - entry.received > REPLAY_WINDOW_S:
-                await self.storage.finish_update(update_id)
-                log.warning("recovery_skipped_stale", update_id=update_id, owner=entry.owner)
-                continue
             update = Update.de_json(json.loads(entry.payload), app.bot)
             if await self._interrupted_send(update, app.bot):
                 await self.storage.finish_update(update_id)
@@ -398,8 +392,7 @@ class TelegramFrontend:
         replied = message.reply_to_message
         post = replied and await self.storage.find_post(message.chat_id, replied.message_id)
         if post:
-            name = "wa" if post.channel == "whatsapp" else "tg"
-            reply = await self.service.interrupted(request, name)
+            reply = await self.service.interrupted(request, post.channel.command)
         elif (kind := self.service.interruption(request)) is Interrupted.NOTHING:
             return False
         else:

@@ -9,7 +9,8 @@ import time
 import httpx
 
 from bot.schedules import Schedule, Timers, first_run_in, should_post
-from bot.storage import LastRun
+from bot.storage import LastRun, Storage, StoredPrompt
+from bot.storage.sqlite import SqliteDriver
 from tests.conftest import ADMIN, TEAM, USER, BotUnderTest, free_port
 from tests.fakes import BOT_ID
 
@@ -338,3 +339,19 @@ async def test_timers_follow_other_replicas_and_try_again_after_a_failed_sync() 
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
     assert calls[:2] == [0, 1]
+
+
+async def test_the_bot_prunes_its_state_before_it_is_up(make_bot: BotUnderTest) -> None:
+    """A prompt left by a crash two hours ago is gone once the bot polls; a fresh one stays."""
+    now = make_bot.clock.now()
+    path = make_bot.tmp_path / "audit.sqlite3"
+    storage = await Storage.open(await SqliteDriver.open(path))
+    await storage.save_prompt(StoredPrompt("fresh", now - 60, ADMIN, "{}"))
+    await storage.save_prompt(StoredPrompt("stale", now - 7200, ADMIN, "{}"))
+    await storage.aclose()
+    bot = await make_bot.start()
+    assert bot.runtime is not None
+    assert await bot.runtime.storage.peek_prompt("stale") is None
+    assert await bot.runtime.storage.peek_prompt("fresh") is not None
+    pruned = [json.loads(line) for line in bot.log_text().splitlines() if '"pruned"' in line]
+    assert [line["rows"] for line in pruned] == [1]
