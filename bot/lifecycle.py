@@ -205,12 +205,8 @@ class WebhookRegistration:
 
 def bot_parts(runtime: Runtime, frontend: FrontEnd) -> list[Part]:
     """The bot's parts, in the order they start (they stop in reverse)."""
-    config, timers, bridge, election = (
-        runtime.config,
-        runtime.timers,
-        runtime.bridge,
-        runtime.election,
-    )
+    config, timers, bridge = runtime.config, runtime.timers, runtime.bridge
+    election = runtime.election
     polling = not config.telegram.webhook_url
     intake = Polling(election, frontend) if polling else WebhookRegistration(frontend)
     health = Health(runtime.storage, intake, runtime.gateway_health)
