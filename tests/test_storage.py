@@ -173,17 +173,6 @@ async def test_one_claim_wins_across_replicas(
     assert len(ids) == len(set(ids)) == 2  # every message taken, none by both
 
 
-async def test_one_poller_and_a_standby_that_takes_over(
-    two_replicas: tuple[Storage, Storage],
-) -> None:
-    first, second = two_replicas
-    assert await first.try_poller()
-    assert not await second.try_poller()
-    assert await first.try_poller()  # still held
-    await first.aclose()  # the poller goes away: its session, and the lock, with it
-    assert await second.try_poller()
-
-
 async def test_the_poller_lease_one_holder_a_term_per_holder_and_a_fence(
     two_replicas: tuple[Storage, Storage],
 ) -> None:

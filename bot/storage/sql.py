@@ -151,10 +151,6 @@ class SqlStorage:
         async with asyncio.timeout(2):
             await self._driver.fetchone("SELECT 1")
 
-    async def try_poller(self) -> bool:
-        """True while this replica is the one that polls Telegram (elected, and kept)."""
-        return await self._driver.hold_lock("poller")
-
     async def claim_poller(self, holder: str, ttl_s: float) -> int | None:
         """Take the poller lease, or renew it, for ``ttl_s`` by the database's clock: its
         term (a fencing number that grows whenever the holder changes), or None while

@@ -139,9 +139,6 @@ class SqliteDriver(_Statements):
                 raise
             await self._run(lambda c: _end(c, commit=True), whole=True)
 
-    async def hold_lock(self, name: str) -> bool:
-        return True  # one process owns the file: it holds every lock
-
     async def aclose(self) -> None:
         async with self._lock:
             await self._run(lambda c: c.close(), whole=True)
