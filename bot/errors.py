@@ -11,7 +11,9 @@ Callers catch by meaning, never by message text::
     ├── InboundRejected           a request the web server refuses (inbound, webhook,
     │                             alerts); .status is the HTTP status (400, 403, 408, 413)
     ├── PostFailed                Telegram did not take a bridge post: tried again later
-    ├── StorageUnavailable        the database (database.url) cannot be reached at start
+    ├── StorageUnavailable        the database did not take or answer a statement or
+    │                             transaction (down, cut off, disk full, timeout), or
+    │                             cannot be reached at start; raised by the drivers only
     ├── LostPollerRole            the poller lease ran out while an update was handled:
     │                             nothing more is said, the new poller answers it
     ├── LimitExceeded             a send breaks a documented WhatsMate limit (length,
@@ -91,7 +93,10 @@ class PostFailed(BotError):
 
 
 class StorageUnavailable(BotError):
-    """PostgreSQL at ``database.url`` did not answer when the bot started."""
+    """The database did not answer or take a statement or transaction (PostgreSQL down or
+    cut off, SQLite's disk full or locked, a timeout), or could not be reached at start.
+    Raised by the storage drivers, once, for every such failure: callers decide by
+    meaning (the web server answers 503, a command "the bot's database is unreachable")."""
 
 
 class LostPollerRole(BotError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from bot.errors import StorageUnavailable
 from bot.storage import Storage
 from bot.vocabulary import Role
 
@@ -52,6 +53,6 @@ class Health:
         role = self._intake.role
         try:
             await self._storage.ping()
-        except Exception:
+        except StorageUnavailable:
             return False, {"role": role.value, "storage": "unreachable"}
         return self._intake.taking and not self._gateways.down, {"role": role.value}

@@ -51,6 +51,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot.errors import StorageUnavailable
 from bot.health import Health
 from bot.logs import get_logger
 from bot.replicas import Election
@@ -244,7 +245,7 @@ def _pruning(runtime: Runtime) -> Part:
             await asyncio.sleep(PRUNE_EVERY_S)
             try:
                 await sweep()
-            except Exception:  # the database is away: the next sweep takes it all
+            except StorageUnavailable:  # the database is away: the next sweep takes it all
                 log.warning("prune_failed", exc_info=True)
 
     return Task("pruning", every_hour, prepare=sweep)

@@ -18,6 +18,7 @@ from typing import Any, Protocol, assert_never
 
 from bot import commands as c
 from bot.config import ScheduleConfig, parse_every
+from bot.errors import StorageUnavailable
 from bot.logs import get_logger
 from bot.replies import Reply, Result
 from bot.storage import LastRun, Storage, StoredSchedule
@@ -115,7 +116,7 @@ class Timers:
         async def follow() -> None:
             try:
                 await sync()
-            except Exception as exc:  # the database is away: next round
+            except StorageUnavailable as exc:  # the database is away: next round
                 log.warning("schedule_sync_failed", error=type(exc).__name__)
 
         self._scheduler.add_job(follow, IntervalTrigger(seconds=every_s), id=_FOLLOW)

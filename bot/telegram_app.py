@@ -60,7 +60,14 @@ from telegram.request import HTTPXRequest
 from bot import commands
 from bot.commands import MediaKind
 from bot.config import Config
-from bot.errors import AttachmentError, InboundRejected, LimitExceeded, LostPollerRole, PostFailed
+from bot.errors import (
+    AttachmentError,
+    InboundRejected,
+    LimitExceeded,
+    LostPollerRole,
+    PostFailed,
+    StorageUnavailable,
+)
 from bot.logs import get_logger
 from bot.replicas import POLL_TIMEOUT_S
 from bot.replies import DATABASE_AWAY, split_text
@@ -265,7 +272,7 @@ class TelegramFrontend:
                 fresh = await self.storage.record_polled_update(
                     update_id, self.replica, payload, now, term
                 )
-        except Exception as exc:  # whatever the driver raises: the record is not there
+        except StorageUnavailable as exc:  # the record is not there
             log.warning("journal_unreachable", update_id=update_id, error=type(exc).__name__)
             if self.webhook or await self._confirm(update_id):
                 self._unrecorded.add(update_id)
@@ -320,7 +327,7 @@ class TelegramFrontend:
         self._unmarked.add(update.update_id)
         try:
             await self._mark_done()
-        except Exception as exc:  # answered already: stored with the next one, or on recovery
+        except StorageUnavailable as exc:  # answered: stored with the next one, or on recovery
             log.warning("journal_done_failed", update_id=update.update_id, error=type(exc).__name__)
             return
         log.debug("update_done", update_id=update.update_id)

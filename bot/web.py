@@ -10,8 +10,9 @@ own: the body is read whole — however many TCP segments it came in, chunked or
 before it is judged; over the cap is 413 whether declared or not, a body that has not
 all arrived within ``IDLE_TIMEOUT_S`` is 408, and odd JSON is 400 (``bot.untrusted``).
 A route refuses by raising ``InboundRejected``; one middleware turns it into the JSON
-answer ``{"error": ...}`` with its status. Idle keep-alive connections are closed after
-``IDLE_TIMEOUT_S`` (aiohttp's default is an hour).
+answer ``{"error": ...}`` with its status, and a ``StorageUnavailable`` from any route
+into 503 with ``Retry-After`` (nothing was stored: the sender tries again). Idle keep-alive
+connections are closed after ``IDLE_TIMEOUT_S`` (aiohttp's default is an hour).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.bridge import CHANNELS, MAX_BODY_BYTES, Bridge
-from bot.errors import InboundRejected
+from bot.errors import InboundRejected, StorageUnavailable
 from bot.logs import get_logger
 from bot.metrics import Metrics
 from bot.untrusted import decode_json_object, same_secret
@@ -33,6 +34,7 @@ from bot.untrusted import decode_json_object, same_secret
 log = get_logger("bot.web")
 IDLE_TIMEOUT_S = 15.0  # silence after which a connection is closed, and a body given up
 WEBHOOK_MAX_BYTES = 1024 * 1024  # a Telegram update is a few KB
+RETRY_AFTER_S = 30  # told to a sender whose request could not be stored (503)
 Health = Callable[[], Awaitable[tuple[bool, dict[str, str]]]]
 """Returns (healthy, details) for /healthz."""
 
@@ -126,13 +128,21 @@ async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
 @web.middleware
 async def _refusals(request: web.Request, handler: Any) -> web.StreamResponse:
     """A route refuses by raising ``InboundRejected``: one JSON answer with its status.
-    A body that was not read to its end (413, 408) ends the connection."""
+    A body that was not read to its end (413, 408) ends the connection. The database
+    away (``StorageUnavailable``, from any route): 503, try again later."""
     try:
         response: web.StreamResponse = await handler(request)
     except InboundRejected as exc:
         response = web.json_response({"error": str(exc)}, status=exc.status)
         if exc.status in (408, 413):
             response.force_close()
+    except StorageUnavailable as exc:
+        log.warning("request_not_stored", path=request.path.split("/")[1], error=str(exc))
+        response = web.json_response(
+            {"error": "storage unavailable, try again later"},
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     return response
 
 

@@ -21,6 +21,7 @@ from tests.conftest import (
     start_bot_process,
 )
 from tests.fakes import Sent, answer
+from tests.postgres import PostgresServer
 
 SECRET = "inbound-secret-0123456789"
 ON_CALL_CHAT = -100777
@@ -171,6 +172,32 @@ async def test_refused_bodies_get_their_status_and_are_never_posted(
     await bridge.stop()
     assert [s.chat_id for s in bridge.telegram.sent] == [ADMIN]
     assert SECRET not in bridge.log_text()
+
+
+async def test_a_message_the_database_cannot_take_is_503_so_whatsmate_sends_it_again(
+    bridge: BotUnderTest,
+) -> None:
+    assert bridge.runtime is not None
+    await bridge.runtime.storage.driver.execute("PRAGMA query_only = ON")  # as a full disk
+    response = await deliver(bridge, CAROL, "hi")
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "30")
+    assert response.json() == {"error": "storage unavailable, try again later"}
+    await bridge.runtime.storage.driver.execute("PRAGMA query_only = OFF")
+    assert (await deliver(bridge, CAROL, "hi")).status_code == 200  # its retry is stored
+    (post,) = await wait_posts(bridge, ON_CALL_CHAT)
+    assert post.text == "49•••678 on WhatsApp:\nhi"
+
+
+async def test_a_message_while_postgres_is_down_is_503(
+    make_bot: BotUnderTest, postgres: PostgresServer, database_url: str
+) -> None:
+    bot = await make_bot.start(**bridge_config(free_port()), database={"url": database_url})
+    await asyncio.to_thread(postgres.shut_down)
+    try:
+        response = await deliver(bot, CAROL, "hi")
+    finally:
+        await asyncio.to_thread(postgres.start_again)
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "30")
 
 
 async def test_a_burst_is_merged_never_dropped_under_telegrams_real_group_limit(

@@ -8,8 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from bot.errors import StorageUnavailable
 from bot.storage import Arrival, Storage, StoredPrompt, StoredSchedule, Thread
 from bot.storage.postgres import PostgresDriver
 from bot.storage.sqlite import SqliteDriver
@@ -207,3 +209,41 @@ async def test_schedule_numbers_across_replicas(two_replicas: tuple[Storage, Sto
         *(r.next_schedule_number() for r in two_replicas for _ in range(5))
     )
     assert sorted(numbers) == list(range(1, 11))
+
+
+async def refuse_writes(storage: Storage, url: str | None) -> None:
+    """Make the database refuse every write from now on, as a full disk would."""
+    if url is None:
+        await storage.driver.execute("PRAGMA query_only = ON")
+        return
+    connection = await asyncpg.connect(url)
+    name = await connection.fetchval("SELECT current_database()")
+    await connection.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    await connection.execute(  # the pool's sessions end: the next ones are read-only
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    await connection.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_database_that_cannot_take_a_statement_raises_storage_unavailable(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = None
+    if backend == "sqlite":
+        storage = await Storage.open(await SqliteDriver.open(tmp_path / "state.sqlite3"))
+    else:
+        url = await fresh_database(request.getfixturevalue("postgres"))
+        storage = await Storage.open(await PostgresDriver.connect(url))
+    try:
+        await refuse_writes(storage, url)
+        thread = Thread(-1, 7)
+        with pytest.raises(StorageUnavailable):  # a statement
+            await storage.record_threads(["4412345678"], thread, NOW)
+        with pytest.raises(StorageUnavailable):  # a transaction
+            await accept(storage, "hi", "d1")
+        with pytest.raises(StorageUnavailable):  # a batch
+            await storage.add_audit([AuditEntry(-1, 1, "/wa", (), Outcome.OK, "", NOW, ())])
+    finally:
+        await storage.aclose()

@@ -7,15 +7,18 @@ renumbered to ``$1…$n`` once per text (cached); row counts are read from the c
 tag asyncpg returns, here and nowhere else. A transaction with a lock name takes
 ``pg_advisory_xact_lock`` first, so it is serialised against every replica's
 transaction taking the same name. The poller election needs no session of its own: it
-is a lease row (``SqlStorage.claim_poller``), judged by the database's clock.
+is a lease row (``SqlStorage.claim_poller``), judged by the database's clock. Every
+failure of the database itself (asyncpg's, the socket's, a timeout) leaves here as
+``StorageUnavailable``, from a statement or a whole transaction; an error that is our
+own mistake (a constraint, bad data, bad SQL) stays what asyncpg raised.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -26,7 +29,30 @@ from bot.storage.driver import Connection, Dialect
 # The schema lock id replicas took before lock names existed ("WMB1"): an old and a new
 # replica starting together during an upgrade still migrate one at a time.
 _LOCK_KEYS = {"schema": 0x57_4D_42_31}
-_FAILURES = (asyncpg.PostgresError, OSError, TimeoutError)
+_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# Errors of the statement, not of the database: a bug, never "try again later".
+_MISTAKES = (
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.DataError,
+    asyncpg.exceptions.SyntaxOrAccessError,
+    asyncpg.exceptions.ClientConfigurationError,  # a setting of database.url it refuses
+)
+T = TypeVar("T")
+
+
+def unavailable(exc: BaseException) -> StorageUnavailable:
+    """The one error for a database that did not take or answer a statement."""
+    return StorageUnavailable(f"the database did not answer ({type(exc).__name__})")
+
+
+async def _guarded(call: Awaitable[T]) -> T:
+    """``call``'s result; a failure of the database raised as ``StorageUnavailable``."""
+    try:
+        return await call
+    except _MISTAKES:
+        raise
+    except _FAILURES as exc:
+        raise unavailable(exc) from exc
 
 
 @functools.lru_cache(maxsize=1024)
@@ -57,16 +83,17 @@ class _Statements:
         self._target = target
 
     async def execute(self, sql: str, *args: object) -> int:
-        return rows_affected(await self._target.execute(numbered(sql), *args))
+        return rows_affected(await _guarded(self._target.execute(numbered(sql), *args)))
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        await self._target.executemany(numbered(sql), rows)  # atomic, as asyncpg runs it
+        # atomic, as asyncpg runs it
+        await _guarded(self._target.executemany(numbered(sql), rows))
 
     async def fetch(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in await self._target.fetch(numbered(sql), *args)]
+        return [tuple(row) for row in await _guarded(self._target.fetch(numbered(sql), *args))]
 
     async def fetchone(self, sql: str, *args: object) -> tuple[Any, ...] | None:
-        row = await self._target.fetchrow(numbered(sql), *args)
+        row = await _guarded(self._target.fetchrow(numbered(sql), *args))
         return None if row is None else tuple(row)
 
 
@@ -85,6 +112,8 @@ class PostgresDriver(_Statements):
             pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=10, command_timeout=30, timeout=15
             )
+        except _MISTAKES:
+            raise
         except _FAILURES as exc:
             reason = type(exc).__name__
             raise StorageUnavailable(
@@ -94,10 +123,18 @@ class PostgresDriver(_Statements):
 
     @asynccontextmanager
     async def transaction(self, lock: str | None = None) -> AsyncIterator[Connection]:
-        async with self._pool.acquire() as connection, connection.transaction():
-            if lock is not None:
-                await connection.execute(*_lock("pg_advisory_xact_lock", lock))
-            yield _Statements(connection)
+        """Its statements raise ``StorageUnavailable`` themselves; so do taking a
+        connection, ``BEGIN`` and ``COMMIT`` (the transaction did not happen)."""
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                statements = _Statements(connection)
+                if lock is not None:
+                    await _guarded(connection.execute(*_lock("pg_advisory_xact_lock", lock)))
+                yield statements
+        except _MISTAKES:
+            raise
+        except _FAILURES as exc:
+            raise unavailable(exc) from exc
 
     async def aclose(self) -> None:
         await self._pool.close()

@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from bot.errors import StorageUnavailable
 from bot.storage.driver import Connection, Driver
 from bot.storage.records import (
     Arrival,
@@ -147,9 +148,12 @@ class SqlStorage:
         await self._driver.aclose()
 
     async def ping(self) -> None:
-        """Raise unless the storage answers within 2 s (for /healthz)."""
-        async with asyncio.timeout(2):
-            await self._driver.fetchone("SELECT 1")
+        """Raise ``StorageUnavailable`` unless the storage answers within 2 s (/healthz)."""
+        try:
+            async with asyncio.timeout(2):
+                await self._driver.fetchone("SELECT 1")
+        except TimeoutError:
+            raise StorageUnavailable("the database did not answer within 2 s") from None
 
     async def claim_poller(self, holder: str, ttl_s: float) -> int | None:
         """Take the poller lease, or renew it, for ``ttl_s`` by the database's clock: its

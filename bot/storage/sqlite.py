@@ -6,6 +6,9 @@ connection, a transaction is one asyncio lock held from ``BEGIN IMMEDIATE`` to
 ``COMMIT``: no other coroutine's statement can land inside it, and a statement outside
 any transaction waits for it too. WAL with ``synchronous=FULL``: a committed write is on
 disk before the caller hears so ("200 means stored"), even if the machine loses power.
+A statement SQLite could not run for want of the database (``OperationalError``: disk
+full, I/O, locked, read-only) leaves as ``StorageUnavailable``, in the one hop every
+statement, ``COMMIT`` and ``ROLLBACK`` takes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bot.errors import StorageUnavailable
 from bot.storage.driver import Connection, Dialect
 
 T = TypeVar("T")
@@ -99,7 +103,10 @@ class _Statements:
     async def _run(self, work: Work[T], *, whole: bool = False) -> T:
         future = asyncio.wrap_future(self._executor.submit(work, self._connection))
         # ``whole``: it runs (a COMMIT, a ROLLBACK) even if the caller is cancelled meanwhile.
-        return await (asyncio.shield(future) if whole else future)
+        try:
+            return await (asyncio.shield(future) if whole else future)
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(f"the database did not take it ({exc})") from exc
 
     async def _statement(self, work: Work[T], *, atomic: bool = False) -> T:
         if self._lock is None:  # the transaction begins with its first statement, one hop
