@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from telegram import (
@@ -42,7 +42,7 @@ from telegram import (
     Voice,
 )
 from telegram.constants import MessageLimit
-from telegram.error import NetworkError, TelegramError
+from telegram.error import BadRequest, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -79,10 +79,14 @@ from bot.transport import AiohttpTransport
 from bot.vocabulary import Outcome
 
 log = get_logger("bot.telegram")
+T = TypeVar("T")
 Context = ContextTypes.DEFAULT_TYPE
 App = Application[Any, Any, Any, Any, Any, Any]
 # The poller lease term the update this task handles was admitted under (polling only).
 _TERM: ContextVar[int | None] = ContextVar("poller_term", default=None)
+# Whether the update this task handles has an answer Telegram took or may have taken (a
+# write whose answer was lost): then ``on_error`` says nothing more, never a second answer.
+_ANSWERED: ContextVar[bool] = ContextVar("answered", default=False)
 
 
 @dataclass(frozen=True)
@@ -476,6 +480,11 @@ class TelegramFrontend:
         if self._fenced() and isinstance(update, Update):  # the poller answers it
             self._let_go(update.update_id)
             raise ApplicationHandlerStop
+        if _ANSWERED.get():  # answered already, or maybe (its answer was lost): one answer
+            lost = _answer_lost(context.error)
+            event = "answer_outcome_unknown" if lost else "error_after_answer"
+            log.warning(event, error=type(context.error).__name__, exc_info=not lost)
+            return
         error_id = secrets.token_hex(4)
         log.error("unhandled_error", error_id=error_id, exc_info=context.error)
         if isinstance(update, Update) and update.effective_chat is not None:
@@ -511,18 +520,23 @@ class TelegramFrontend:
         """Post ``reply`` (split if long); the last message carries any buttons.
 
         Handling an update, only while this replica holds the lease it was admitted under.
+        Once a message is written, its update has an answer (``_ANSWERED``) unless Telegram
+        surely refused it; a ``NetworkError`` (the answer lost) leaves that in doubt, so
+        nothing more is said about the update.
         """
         self._must_hold()
         parameters = (
             ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         )
         if reply.file is not None:
-            document = await bot.send_document(
-                chat_id,
-                reply.file.content,
-                filename=reply.file.filename,
-                caption=split_text(reply.text, MessageLimit.CAPTION_LENGTH)[0],
-                reply_parameters=parameters,
+            document = await _answering(
+                bot.send_document(
+                    chat_id,
+                    reply.file.content,
+                    filename=reply.file.filename,
+                    caption=split_text(reply.text, MessageLimit.CAPTION_LENGTH)[0],
+                    reply_parameters=parameters,
+                )
             )
             return [document]
         chunks = split_text(reply.text)
@@ -530,11 +544,13 @@ class TelegramFrontend:
         for index, chunk in enumerate(chunks):
             markup = _buttons(reply.confirm) if reply.confirm and index == len(chunks) - 1 else None
             sent.append(
-                await bot.send_message(
-                    chat_id,
-                    chunk,
-                    reply_parameters=parameters if index == 0 else None,
-                    reply_markup=markup,
+                await _answering(
+                    bot.send_message(
+                        chat_id,
+                        chunk,
+                        reply_parameters=parameters if index == 0 else None,
+                        reply_markup=markup,
+                    )
                 )
             )
         return sent
@@ -543,9 +559,11 @@ class TelegramFrontend:
         """Put ``reply`` on a prompt message (buttons removed); overflow goes in new messages."""
         self._must_hold()
         first, *rest = split_text(reply.text)
-        await _quietly(bot.edit_message_text(first, message.chat_id, message.message_id))
+        await _quietly(
+            _answering(bot.edit_message_text(first, message.chat_id, message.message_id))
+        )
         for chunk in rest:
-            await bot.send_message(message.chat_id, chunk)
+            await _answering(bot.send_message(message.chat_id, chunk))
 
     # -- what the lifecycle drives (``lifecycle.FrontEnd``) ------------------------------
 
@@ -625,6 +643,26 @@ def _not_an_update() -> None:
     of the handler that scheduled it (APScheduler wakes up in the caller's context), so
     the term is cleared."""
     _TERM.set(None)
+
+
+async def _answering(call: Awaitable[T]) -> T:
+    """``call``, a write of an answer to Telegram: from now on the update has its answer
+    (``_ANSWERED``), unless Telegram surely did not take it (an error that is not a
+    ``NetworkError``: it answered, refusing)."""
+    before = _ANSWERED.get()
+    _ANSWERED.set(True)
+    try:
+        return await call
+    except TelegramError as exc:
+        if not _answer_lost(exc):  # Telegram answered: it did not take it
+            _ANSWERED.set(before)
+        raise
+
+
+def _answer_lost(error: object) -> bool:
+    """True for a failure after which Telegram may have taken the message: no answer came
+    (PTB's ``NetworkError``, ``TimedOut`` — but not ``BadRequest``, which is an answer)."""
+    return isinstance(error, NetworkError) and not isinstance(error, BadRequest)
 
 
 async def _quietly(call: Any) -> Any:

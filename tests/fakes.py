@@ -60,9 +60,10 @@ class HttpResponse:
 @dataclass(frozen=True)
 class Fault:
     """A scripted misbehaviour: ``hang`` never answers, ``drop`` closes after the request,
+    ``taken`` handles the request (a message is posted) then closes without answering,
     ``hold`` answers normally once the test calls ``release()``."""
 
-    kind: str  # "response" | "hang" | "drop" | "delay" | "hold"
+    kind: str  # "response" | "hang" | "drop" | "taken" | "delay" | "hold"
     response: HttpResponse | None = None
     delay_s: float = 0.0
 
@@ -80,6 +81,7 @@ def answer(status: int, body: Any = None, content_type: str = "application/json"
 
 HANG = Fault("hang")
 DROP = Fault("drop")
+TAKEN = Fault("taken")  # done, but the answer is lost: the caller cannot know it was
 HOLD = Fault("hold")
 
 
@@ -223,6 +225,9 @@ class HttpServer:
         """The answer to ``request`` after any scripted fault; None: close, no answer."""
         fault = self._next_fault(request.path)
         if fault is not None and fault.kind == "drop":
+            return None
+        if fault is not None and fault.kind == "taken":
+            await self.handle(request)
             return None
         if fault is not None and fault.kind == "hang":
             await self._closing.wait()

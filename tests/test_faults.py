@@ -12,7 +12,7 @@ from tenacity import RetryCallState
 from bot.commands import is_for_other_bot
 from bot.vocabulary import Outcome
 from tests.conftest import ADMIN, TEAM, USER, BotUnderTest, free_port
-from tests.fakes import BOT_USERNAME, DROP, HANG, FakeWhatsMate, answer, delay
+from tests.fakes import BOT_USERNAME, DROP, HANG, TAKEN, FakeWhatsMate, answer, delay
 
 SLOW = {"whatsmate": {"timeout_s": 0.3}}
 
@@ -220,6 +220,19 @@ async def test_long_replies_are_split_on_lines_not_cut(bot: BotUnderTest) -> Non
     assert all(len(r.text) <= 4096 for r in replies)
     lines = "\n".join(r.text for r in replies).splitlines()
     assert lines[0] == "400 language codes:" and len(lines) == 401
+
+
+async def test_a_reply_telegram_took_but_whose_answer_was_lost_is_the_only_answer(
+    bot: BotUnderTest,
+) -> None:
+    bot.telegram.fail("/sendMessage$", TAKEN)
+    (reply,) = await bot.say("/wa alice hello")
+    assert reply.text == "WhatsApp (instance 0)\nalice: queued"
+    (second,) = await bot.say("/whoami")
+    assert second.text.startswith("You are 1001")
+    # The lost answer is known to be in doubt, and no "Something went wrong" followed it.
+    await bot.telegram.wait_for(lambda: '"answer_outcome_unknown"' in bot.log_text())
+    assert len(bot.whatsmate.sends()) == 1 and len(bot.telegram.replies(ADMIN)) == 2
 
 
 async def test_unexpected_error_gets_one_reply_with_an_error_id(bot: BotUnderTest) -> None:
