@@ -27,6 +27,7 @@ from bot.errors import (
     GatewayError,
     LimitExceeded,
     RecipientError,
+    StorageUnavailable,
     UsageError,
 )
 from bot.gateway import GatewayStatus, WhatsMate, check_translation
@@ -368,8 +369,12 @@ class Service:
         name = f"{c.command_name(schedule.command) or '?'} (schedule {schedule.name})"
         self._finish(identity, f"/{name}", result, started)
         reply = result.reply
-        last = (await self._storage.last_runs()).get(schedule.name)
-        await self._storage.mark_run(schedule.name, self._clock.now(), reply.text)
+        try:
+            last = (await self._storage.last_runs()).get(schedule.name)
+            await self._storage.mark_run(schedule.name, self._clock.now(), reply.text)
+        except StorageUnavailable as exc:  # it ran: its answer is posted, not lost
+            log.warning("schedule_run_not_recorded", schedule=schedule.name, error=str(exc))
+            return reply
         return reply if should_post(schedule, last.reply if last else None, reply.text) else None
 
     # -- dispatch -----------------------------------------------------------------
@@ -377,20 +382,14 @@ class Service:
     async def _handle(self, identity: _Identity, request: Request, confirmed: bool) -> Result:
         if identity.role is UserRole.STRANGER:
             return Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
-        try:
+
+        async def dispatch() -> Result:
             parsed = self._parse(request)
             if parsed.spec.access is c.Access.ADMIN and identity.role is not UserRole.ADMIN:
                 return Result(Reply(NOT_ALLOWED, Outcome.DENIED), "admin only")
             return await self._execute(identity, parsed, request, confirmed)
-        except UsageError as exc:
-            return Result(Reply(str(exc), Outcome.USAGE), "usage")
-        except (RecipientError, LimitExceeded) as exc:
-            return Result(Reply(f"Not sent: {exc}.", Outcome.USAGE), type(exc).__name__)
-        except AttachmentError as exc:
-            text = f"Not sent: could not fetch the file: {exc}."
-            return Result(Reply(text, Outcome.ERROR), str(exc))
-        except GatewayError as exc:
-            return Result(Reply(f"WhatsMate {describe_failure(exc)}", Outcome.ERROR), exc.detail)
+
+        return await _result_of(dispatch())
 
     async def _execute(
         self, identity: _Identity, parsed: c.Parsed, request: Request, confirmed: bool
@@ -444,7 +443,10 @@ class Service:
         ]
         if message_id is not None and reached:  # an answer from them lands under the command
             thread = Thread(identity.chat_id, message_id)
-            await self._storage.record_threads(reached, thread, self._clock.now())
+            try:  # sent already: nothing may replace the send's result, only the thread is lost
+                await self._storage.record_threads(reached, thread, self._clock.now())
+            except StorageUnavailable as exc:
+                log.warning("thread_not_recorded", recipients=len(reached), error=str(exc))
         return send_result(plan.title, lines, tuple(r.audit_name for r in recipients))
 
     async def answer_post(self, request: Request, post_id: int) -> Reply | None:
@@ -471,7 +473,7 @@ class Service:
         else:
             to = self.config.address_book.alias_of(post.number) or post.number
             parsed = c.Parsed(c.SPECS[name], c.SendText(post.channel, to, request.text))
-            result = await self._execute(identity, parsed, request, confirmed=False)
+            result = await _result_of(self._execute(identity, parsed, request, confirmed=False))
         self._finish(identity, f"/{name}", result, started)
         return result.reply
 
@@ -618,6 +620,25 @@ class Service:
         )
         if self._observe is not None:
             self._observe(command, outcome.value, duration_ms / 1000)
+
+
+async def _result_of(work: Awaitable[Result]) -> Result:
+    """``work``'s result, or the one-line result of what it raised on purpose. The
+    database away can only come before a send (after one, nothing replaces its result):
+    the command did nothing, the reply says to try again."""
+    try:
+        return await work
+    except UsageError as exc:
+        return Result(Reply(str(exc), Outcome.USAGE), "usage")
+    except (RecipientError, LimitExceeded) as exc:
+        return Result(Reply(f"Not sent: {exc}.", Outcome.USAGE), type(exc).__name__)
+    except AttachmentError as exc:
+        text = f"Not sent: could not fetch the file: {exc}."
+        return Result(Reply(text, Outcome.ERROR), str(exc))
+    except GatewayError as exc:
+        return Result(Reply(f"WhatsMate {describe_failure(exc)}", Outcome.ERROR), exc.detail)
+    except StorageUnavailable:
+        return Result(Reply(DATABASE_AWAY, Outcome.ERROR), "database unreachable")
 
 
 def _closed(what: str, detail: str, recipients: tuple[str, ...]) -> Result:

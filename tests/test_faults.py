@@ -10,6 +10,8 @@ import pytest
 from tenacity import RetryCallState
 
 from bot.commands import is_for_other_bot
+from bot.errors import StorageUnavailable
+from bot.replies import DATABASE_AWAY
 from bot.vocabulary import Outcome
 from tests.conftest import ADMIN, TEAM, USER, BotUnderTest, free_port
 from tests.fakes import BOT_USERNAME, DROP, HANG, TAKEN, FakeWhatsMate, answer, delay
@@ -233,6 +235,32 @@ async def test_a_reply_telegram_took_but_whose_answer_was_lost_is_the_only_answe
     # The lost answer is known to be in doubt, and no "Something went wrong" followed it.
     await bot.telegram.wait_for(lambda: '"answer_outcome_unknown"' in bot.log_text())
     assert len(bot.whatsmate.sends()) == 1 and len(bot.telegram.replies(ADMIN)) == 2
+
+
+async def test_a_sent_page_whose_thread_cannot_be_stored_still_says_queued_and_is_audited(
+    bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert bot.runtime is not None
+
+    async def database_away(*args: object) -> None:
+        raise StorageUnavailable("the database did not answer (ConnectionRefusedError)")
+
+    monkeypatch.setattr(bot.runtime.storage, "record_threads", database_away)
+    assert await bot.reply_text("/wa alice hello") == "WhatsApp (instance 0)\nalice: queued"
+    assert len(bot.whatsmate.sends()) == 1
+    assert (await audit_outcomes(bot))[-1][:2] == ("/wa", Outcome.OK)
+
+
+async def test_the_database_away_before_a_send_is_one_line_and_nothing_sent(
+    bot: BotUnderTest,
+) -> None:
+    assert bot.runtime is not None
+    await bot.runtime.storage.driver.execute("PRAGMA query_only = ON")  # the prompt: not kept
+    to = ",".join(f"44111122{n:02}" for n in range(6))  # over confirm_over: asks first
+    assert await bot.reply_text(f"/wa {to} hi") == DATABASE_AWAY
+    assert bot.whatsmate.sends() == []
+    await bot.runtime.storage.driver.execute("PRAGMA query_only = OFF")
+    assert (await audit_outcomes(bot))[-1] == ("/wa", Outcome.ERROR, "database unreachable")
 
 
 async def test_unexpected_error_gets_one_reply_with_an_error_id(bot: BotUnderTest) -> None:
