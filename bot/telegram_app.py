@@ -75,6 +75,7 @@ from bot.runtime import Runtime
 from bot.schedules import Schedule
 from bot.sends import FileCap, FileRef
 from bot.service import CONFIRM_TTL_S, Interrupted, Reply, Request
+from bot.storage import JournalEntry
 from bot.transport import AiohttpTransport
 from bot.vocabulary import Outcome
 
@@ -190,6 +191,9 @@ def _buttons(token: str) -> InlineKeyboardMarkup:
             ]
         ]
     )
+
+
+_Answer = tuple[int, Reply, int]  # chat id, reply, the message it answers
 
 
 @dataclass(frozen=True)
@@ -373,31 +377,60 @@ class TelegramFrontend:
         """On becoming the poller: finish what an earlier poller (this replica's too)
         started and did not finish. A send is answered ``outcome unknown`` (never sent
         again), one that asks to confirm never asks twice; anything else runs again.
-        Nothing recorded more than 24 hours ago is run (the storage leaves it out)."""
-        app = self.app
+        Nothing recorded more than 24 hours ago is run (the storage leaves it out).
+
+        Fenced like a handler (under ``term``: it stops as soon as the lease is lost) and
+        at most once per entry: each is claimed in the database under the lease before it
+        is answered or rerun, and an answered one is marked done before its answer is
+        posted — an answer Telegram took but whose reply was lost is not posted again.
+        One entry that fails is logged; the others are still recovered."""
+        _TERM.set(term)
         await self._mark_done()
         for entry in await self.storage.unfinished_updates("", self.clock.now()):  # "": ours too
+            if not self.election.holds(term):
+                log.warning("recovery_stopped", term=term, reason="lost the poller lease")
+                return
             update_id = entry.update_id
             if self._inflight.get(update_id) == term or update_id in self._unmarked:
                 continue  # running here under this lease, or queued by an earlier try
-            update = Update.de_json(json.loads(entry.payload), app.bot)
-            if await self._interrupted_send(update, app.bot):
-                await self.storage.finish_update(update_id)
-            else:
-                self._inflight[update_id] = term
-                await app.update_queue.put(update)
-            log.info("recovered_update", update_id=update_id, owner=entry.owner)
+            try:
+                await self._recover_entry(entry, term)
+            except LostPollerRole:
+                log.warning("recovery_stopped", term=term, reason="lost the poller lease")
+                return
+            except Exception as exc:  # this entry only: the others are still recovered
+                if _answer_lost(exc):  # marked done first: never posted again
+                    log.warning("answer_outcome_unknown", update_id=update_id)
+                else:
+                    log.exception("recovery_failed", update_id=update_id)
 
-    async def _interrupted_send(self, update: Update, bot: Bot) -> bool:
-        """Answer a send the dead poller may have made; False when it is safe to rerun."""
+    async def _recover_entry(self, entry: JournalEntry, term: int) -> None:
+        update_id, bot = entry.update_id, self.app.bot
+        if not await self.storage.claim_journal_entry(update_id, self.replica, term):
+            return  # done meanwhile, claimed in an earlier round, or the lease is gone
+        update = Update.de_json(json.loads(entry.payload), bot)
+        answer = await self._interrupted_send(update)
+        if answer is None:
+            self._inflight[update_id] = term
+            await self.app.update_queue.put(update)
+        else:
+            self._must_hold()
+            await self.storage.finish_update(update_id)  # first: posted at most once
+            chat_id, reply, reply_to = answer
+            await self.send(bot, chat_id, reply, reply_to=reply_to)
+        log.info("recovered_update", update_id=update_id, owner=entry.owner)
+
+    async def _interrupted_send(self, update: Update) -> _Answer | None:
+        """The answer to a send the dead poller may have made; None when it is safe to
+        rerun."""
         if update.message is not None:
-            return await self._interrupted_message(update.message, bot)
+            return await self._interrupted_message(update.message)
         query = update.callback_query
         if query is not None and query.data and isinstance(query.message, Message):
-            return await self._interrupted_press(query.data, query.from_user.id, query.message, bot)
-        return False
+            return await self._interrupted_press(query.data, query.from_user.id, query.message)
+        return None
 
-    async def _interrupted_message(self, message: Message, bot: Bot) -> bool:
+    async def _interrupted_message(self, message: Message) -> _Answer | None:
         """A command that sends, or a reply to a bridge post (it sends back)."""
         request = to_request(message, self.http)
         replied = message.reply_to_message
@@ -405,22 +438,20 @@ class TelegramFrontend:
         if post:
             reply = await self.service.interrupted(request, post.channel.command)
         elif (kind := self.service.interruption(request)) is Interrupted.NOTHING:
-            return False
+            return None
         else:
             reply = await self.service.interrupted(request, prompt=kind is Interrupted.PROMPT)
-        await self.send(bot, message.chat_id, reply, reply_to=message.message_id)
-        return True
+        return message.chat_id, reply, message.message_id
 
-    async def _interrupted_press(self, data: str, user_id: int, prompt: Message, bot: Bot) -> bool:
+    async def _interrupted_press(self, data: str, user_id: int, prompt: Message) -> _Answer | None:
         """Send pressed on a prompt: still waiting means nobody sent it yet (rerun)."""
         _, token, action = [*data.split(":"), "", ""][:3]
         if action != "send" or await self.service.prompt_waiting(token):
-            return False
+            return None
         asked = re.search(r"/(\w+)", prompt.text or "")
         request = Request(user_id, prompt.chat_id, False, prompt.text or "")
         reply = await self.service.interrupted(request, asked[1] if asked else None)
-        await self.send(bot, prompt.chat_id, reply, reply_to=prompt.message_id)
-        return True
+        return prompt.chat_id, reply, prompt.message_id
 
     async def on_command(self, update: Update, context: Context) -> None:
         message = update.effective_message

@@ -127,6 +127,31 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+class LogStream(io.StringIO):
+    """The bot's log, in memory; ``wait_logged`` wakes whenever a line is written (from any
+    thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grew = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.grew.set)
+        return written
+
+    async def wait_logged(self, marker: str, timeout_s: float = 10.0) -> None:
+        """Until a line containing ``marker`` has been logged."""
+        self.loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout_s):
+            while marker not in self.getvalue():
+                self.grew.clear()
+                if marker not in self.getvalue():
+                    await self.grew.wait()
+
+
 @dataclass
 class BotUnderTest:
     """The real application, polling the fake Telegram and calling the fake WhatsMate."""
@@ -137,7 +162,7 @@ class BotUnderTest:
     clock: FakeClock = field(default_factory=FakeClock)
     backoff: wait_base = field(default_factory=wait_none)
     pdf_polling: PdfPolling = FAST_PDF_POLLING
-    logs: io.StringIO = field(default_factory=io.StringIO)
+    logs: LogStream = field(default_factory=LogStream)
     config: Config | None = None
     runtime: Runtime | None = None
     _stack: AsyncExitStack | None = None
@@ -207,6 +232,10 @@ class BotUnderTest:
 
     def log_text(self) -> str:
         return self.logs.getvalue()
+
+    async def wait_logged(self, event: str) -> None:
+        """Until the bot has logged ``event`` (an event name)."""
+        await self.logs.wait_logged(f'"event": "{event}"')
 
     def assert_no_secrets_logged(self) -> None:
         logged = self.log_text()

@@ -233,7 +233,7 @@ async def test_a_reply_telegram_took_but_whose_answer_was_lost_is_the_only_answe
     (second,) = await bot.say("/whoami")
     assert second.text.startswith("You are 1001")
     # The lost answer is known to be in doubt, and no "Something went wrong" followed it.
-    await bot.telegram.wait_for(lambda: '"answer_outcome_unknown"' in bot.log_text())
+    await bot.wait_logged("answer_outcome_unknown")
     assert len(bot.whatsmate.sends()) == 1 and len(bot.telegram.replies(ADMIN)) == 2
 
 

@@ -34,7 +34,7 @@ from tests.conftest import (
     merge,
     start_bot_process,
 )
-from tests.fakes import HOLD, FakeTelegram, FakeWhatsMate
+from tests.fakes import HOLD, TAKEN, FakeTelegram, FakeWhatsMate
 from tests.postgres import PostgresServer
 
 HOOK_SECRET = "hook-secret-123"
@@ -390,3 +390,59 @@ async def test_a_schedule_removed_on_one_replica_stops_on_every_replica(
         assert await say(b, "/schedule remove s3") == "Removed schedule s3."
         await a.service.sync_schedules()
         assert names(a) == {"s2"}
+
+
+async def journal(database_url: str, now: float, *updates: dict[str, Any] | str) -> None:
+    """Unfinished entries a dead poller left (a str: a payload no update can be read from)."""
+    storage = await Storage.open(await PostgresDriver.connect(database_url))
+    for number, update in enumerate(updates, start=900):
+        payload = update if isinstance(update, str) else json.dumps(update)
+        update_id = number if isinstance(update, str) else update["update_id"]
+        await storage.record_update(update_id, "dead", payload, now)
+    await storage.aclose()
+
+
+async def test_a_deposed_poller_stops_answering_its_recovery(
+    make_bot: BotUnderTest, database_url: str
+) -> None:
+    telegram = make_bot.telegram
+    one = telegram.undelivered("/wa alice one", user=USER, chat=TEAM)
+    two = telegram.undelivered("/wa bob two", user=USER, chat=TEAM)
+    await journal(database_url, make_bot.clock.now(), one, two)
+    telegram.fail("/sendMessage$", HOLD)  # the first recovery answer is on the wire
+    bot = await make_bot.start(wait_for="/sendMessage$", database={"url": database_url})
+    assert bot.runtime is not None
+    election = bot.runtime.election
+    connection = await asyncpg.connect(database_url)  # another replica takes the lease
+    await connection.execute(
+        "UPDATE poller_lease SET holder = 'other', term = term + 1,"
+        " expires = extract(epoch FROM clock_timestamp()) + 600"
+    )
+    await connection.close()
+    await bot.wait_logged("poller_lease_lost")  # this replica knows it lost the lease
+    assert election.term is None
+    telegram.release()
+    await bot.wait_logged("recovery_stopped")
+    (answer,) = telegram.replies(TEAM)  # only the one already on the wire
+    assert answer.text.startswith("/wa: outcome unknown")
+    left = await bot.runtime.storage.unfinished_updates("", bot.clock.now())
+    assert [e.update_id for e in left] == [two["update_id"]]  # for the new poller
+    assert bot.whatsmate.sends() == []
+
+
+async def test_a_recovery_answer_whose_reply_was_lost_is_not_posted_again_nor_stops_the_rest(
+    make_bot: BotUnderTest, database_url: str
+) -> None:
+    telegram = make_bot.telegram
+    one = telegram.undelivered("/wa alice one", user=USER, chat=TEAM)
+    two = telegram.undelivered("/wa bob two", user=USER, chat=TEAM)
+    await journal(database_url, make_bot.clock.now(), "{not an update", one, two)
+    telegram.fail("/sendMessage$", TAKEN)  # the first answer is taken, its reply lost
+    bot = await make_bot.start(database={"url": database_url})  # recovered, then polls
+    assert bot.runtime is not None
+    replies = [r.text.splitlines()[0] for r in telegram.replies(TEAM)]
+    assert len(replies) == 2 and all(r.startswith("/wa: outcome unknown") for r in replies)
+    left = await bot.runtime.storage.unfinished_updates("", bot.clock.now())
+    assert [e.update_id for e in left] == [900]  # both answered ones done: never again
+    assert '"answer_outcome_unknown"' in bot.log_text() and '"recovery_failed"' in bot.log_text()
+    assert bot.whatsmate.sends() == []

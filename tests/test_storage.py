@@ -192,10 +192,30 @@ async def test_the_poller_lease_one_holder_a_term_per_holder_and_a_fence(
     assert [e.update_id for e in await first.unfinished_updates("", NOW)] == [1]
 
 
+async def test_a_journal_entry_is_claimed_for_recovery_once_and_only_under_the_lease(
+    two_replicas: tuple[Storage, Storage],
+) -> None:
+    first, second = two_replicas
+    assert await first.record_update(1, "dead", "{}", NOW)
+    assert await first.record_update(2, "dead", "{}", NOW)
+    assert await first.claim_poller("a", 60) == 1
+    assert await second.claim_journal_entry(1, "b", 1) is False  # not b's lease
+    claims = await asyncio.gather(*(first.claim_journal_entry(1, "a", 1) for _ in range(3)))
+    assert sorted(claims) == [False, False, True]  # once, however many rounds ask
+    await first.finish_update(2)
+    assert await first.claim_journal_entry(2, "a", 1) is False  # done: nothing to recover
+    await first.release_poller("a")
+    assert await second.claim_poller("b", 60) == 2
+    assert await first.claim_journal_entry(1, "a", 1) is False  # a deposed poller: fenced
+    assert await second.claim_journal_entry(1, "b", 2) is True  # the new one takes it over
+
+
 async def test_the_lease_on_sqlite_is_always_this_process(tmp_path: Path) -> None:
     storage = await Storage.open(await SqliteDriver.open(tmp_path / "state.sqlite3"))
     assert await storage.claim_poller("a", 0) == await storage.claim_poller("b", 0) == 1
     assert await storage.record_polled_update(1, "b", "{}", NOW, 1) is True
+    assert await storage.claim_journal_entry(1, "a", 1) is True
+    assert await storage.claim_journal_entry(1, "a", 1) is False  # claimed already
     await storage.release_poller("a")
     await storage.aclose()
 
@@ -211,33 +231,27 @@ async def test_schedule_numbers_across_replicas(two_replicas: tuple[Storage, Sto
     assert sorted(numbers) == list(range(1, 11))
 
 
-async def refuse_writes(storage: Storage, url: str | None) -> None:
-    """Make the database refuse every write from now on, as a full disk would."""
-    if url is None:
+async def refusing_writes(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """A storage whose database refuses every write, as a full disk would."""
+    if backend == "sqlite":
+        storage = await Storage.open(await SqliteDriver.open(tmp_path / "state.sqlite3"))
         await storage.driver.execute("PRAGMA query_only = ON")
-        return
+        return storage
+    url = await fresh_database(request.getfixturevalue("postgres"))
+    await (await Storage.open(await PostgresDriver.connect(url))).aclose()  # the schema
     connection = await asyncpg.connect(url)
     name = await connection.fetchval("SELECT current_database()")
     await connection.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
-    await connection.execute(  # the pool's sessions end: the next ones are read-only
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    )
     await connection.close()
+    return Storage(await PostgresDriver.connect(url))  # its sessions: read-only
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_a_database_that_cannot_take_a_statement_raises_storage_unavailable(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    url = None
-    if backend == "sqlite":
-        storage = await Storage.open(await SqliteDriver.open(tmp_path / "state.sqlite3"))
-    else:
-        url = await fresh_database(request.getfixturevalue("postgres"))
-        storage = await Storage.open(await PostgresDriver.connect(url))
+    storage = await refusing_writes(backend, request, tmp_path)
     try:
-        await refuse_writes(storage, url)
         thread = Thread(-1, 7)
         with pytest.raises(StorageUnavailable):  # a statement
             await storage.record_threads(["4412345678"], thread, NOW)

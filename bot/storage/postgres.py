@@ -29,7 +29,14 @@ from bot.storage.driver import Connection, Dialect
 # The schema lock id replicas took before lock names existed ("WMB1"): an old and a new
 # replica starting together during an upgrade still migrate one at a time.
 _LOCK_KEYS = {"schema": 0x57_4D_42_31}
-_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: a connection left broken by its server going away mid-operation.
+_FAILURES = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 # Errors of the statement, not of the database: a bug, never "try again later".
 _MISTAKES = (
     asyncpg.IntegrityConstraintViolationError,

@@ -113,6 +113,19 @@ async def _record(
     return inserted > 0
 
 
+async def _lease_held(connection: Connection, holder: str, term: int) -> bool:
+    """In the caller's transaction: ``holder``'s lease ``term`` is still the lease, by the
+    database's clock. FOR SHARE: a standby's takeover (an UPDATE of this row) waits for
+    the transaction to commit, so its recovery, which runs after the takeover, sees what
+    was written in it."""
+    held = await connection.fetchone(
+        "SELECT 1 FROM poller_lease WHERE id = 1 AND holder = ? AND term = ?"
+        f" AND expires > {DB_NOW} FOR SHARE",
+        holder, term,
+    )  # fmt: skip
+    return held is not None
+
+
 class SqlStorage:
     """The bot's state. Every method is safe to call concurrently from the event loop."""
 
@@ -372,16 +385,23 @@ class SqlStorage:
         if self._driver.dialect.one_process:
             return await self.record_update(update_id, owner, payload, now)  # always the poller
         async with self._driver.transaction() as connection:
-            # FOR SHARE: a standby's takeover (an UPDATE of this row) waits for this commit,
-            # so its recovery, which runs after the takeover, sees what was recorded here.
-            held = await connection.fetchone(
-                "SELECT 1 FROM poller_lease WHERE id = 1 AND holder = ? AND term = ?"
-                f" AND expires > {DB_NOW} FOR SHARE",
-                owner, term,
-            )  # fmt: skip
-            if not held:
+            if not await _lease_held(connection, owner, term):
                 return None
             return await _record(connection, update_id, owner, payload, now)
+
+    async def claim_journal_entry(self, update_id: int, holder: str, term: int) -> bool:
+        """Take an unfinished entry to recover it, as the poller ``holder`` under lease
+        ``term`` (checked like ``record_polled_update``): True for the one claim, on any
+        replica and in any round of this term, that may answer or rerun it. False when the
+        lease is not this one's, the entry is done, or this term claimed it already."""
+        claimant = f"{holder}:{term}"
+        claim = "UPDATE updates SET owner = ? WHERE update_id = ? AND NOT done AND owner <> ?"
+        if self._driver.dialect.one_process:  # always the poller
+            return await self._driver.execute(claim, claimant, update_id, claimant) > 0
+        async with self._driver.transaction() as connection:
+            if not await _lease_held(connection, holder, term):
+                return False
+            return await connection.execute(claim, claimant, update_id, claimant) > 0
 
     async def finish_update(self, update_id: int) -> None:
         """The update is handled: its payload is dropped, its id kept (dedupe)."""
