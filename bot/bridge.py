@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
@@ -41,12 +42,33 @@ SCAN_EVERY_S = 5.0  # look for messages another replica stored (or left) this of
 log = get_logger("bot.bridge")
 
 
-Post = Callable[[int, str, int | None], Awaitable[int]]
-"""Post ``text`` in chat ``chat_id`` (as a reply to a message id, if given); returns the
-id of the message a reply to the post would answer. Raises ``PostFailed``."""
+@dataclass(frozen=True)
+class Button:
+    """A button under a post; pressing it hands ``data`` back to the bot."""
+
+    label: str
+    data: str
+
+
+class Post(Protocol):
+    """The front end's way into the chat, for the bridge and incident paging."""
+
+    async def __call__(
+        self, chat_id: int, text: str, reply_to: int | None, buttons: Sequence[Button] = ()
+    ) -> int:
+        """Post ``text`` in chat ``chat_id`` (as a reply to a message id, if given, with
+        ``buttons`` under it); returns the id of the message a reply to the post would
+        answer. Raises ``PostFailed``."""
+        ...
+
 
 InboundObserver = Callable[[str, str], None]
-"""Called with (channel, result) for every inbound request: stored, repeated, rejected."""
+"""Called with (channel, result) for every inbound request: stored, repeated, rejected,
+acknowledged."""
+
+Acknowledger = Callable[[str, str, str], Awaitable[bool]]
+"""(channel, number, message): True when the message acknowledged an incident (it is
+then not posted as an inbound message); paging plugs in here."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +110,10 @@ class Bridge:
         address_book: AddressBook,
         clock: Callable[[], float] = time.time,
         observe: InboundObserver | None = None,
+        acknowledge: Acknowledger | None = None,
     ) -> None:
         self._storage = storage
+        self._acknowledge = acknowledge
         self._audit = audit
         self._secret = secret
         self._default_chat = default_chat
@@ -110,6 +134,9 @@ class Bridge:
         except InboundRejected:
             self._count(channel, "rejected")
             raise
+        if self._acknowledge is not None and await self._acknowledge(channel, number, message):
+            self._count(channel, "acknowledged")
+            return
         digest = hmac.new(
             self._secret.encode(), f"{channel}\0{number}\0{message}".encode(), hashlib.sha256
         ).hexdigest()

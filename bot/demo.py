@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from bot.bridge import Bridge
+from bot.bridge import Bridge, Button
 from bot.config import Config, parse_config
 from bot.errors import InboundRejected, RecipientError
 from bot.runtime import open_runtime
@@ -74,9 +74,13 @@ async def run_demo(
     def say(text: str) -> None:
         print(text, file=stdout, flush=True)
 
-    async def post(chat_id: int, text: str, reply_to: int | None) -> int:
+    async def post(
+        chat_id: int, text: str, reply_to: int | None, buttons: Sequence[Button] = ()
+    ) -> int:
         where = f"under your message #{reply_to}" if reply_to else f"in chat {chat_id}"
         say("\n".join(f"bot (post {where})> {row}" for row in text.splitlines()))
+        if buttons:
+            say(f"bot (post {where})> " + " ".join(f"[{b.label}]" for b in buttons))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="whatsmate-demo-") as folder:

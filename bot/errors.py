@@ -12,6 +12,8 @@ Callers catch by meaning, never by message text::
     │                             HTTP status to answer (400, 413)
     ├── PostFailed                Telegram did not take a bridge post: tried again later
     ├── StorageUnavailable        the database (database.url) cannot be reached at start
+    ├── AlertmanagerError         Alertmanager did not make a silence; one line with its
+    │                             HTTP status and words (or why it could not be reached)
     ├── LimitExceeded             a send breaks a documented WhatsMate limit (length,
     │                             size, a field the endpoint lacks): refused before
     │                             any call, the reply starts "Not sent:"
@@ -89,6 +91,10 @@ class PostFailed(BotError):
 
 class StorageUnavailable(BotError):
     """PostgreSQL at ``database.url`` did not answer when the bot started."""
+
+
+class AlertmanagerError(BotError):
+    """Alertmanager (``alerts.alertmanager_url``) refused or did not answer a call."""
 
 
 class LimitExceeded(BotError):

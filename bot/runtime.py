@@ -8,6 +8,7 @@ entry is lost on shutdown.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,9 +22,14 @@ from bot.commands import Channel
 from bot.config import Config
 from bot.gateway import WhatsMate
 from bot.metrics import Metrics
+from bot.paging.alertmanager import Alertmanager
+from bot.paging.escalation import Pager
+from bot.paging.store import PAGING_SCHEMA, PagingStore
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
+from bot.replicas import replica_id
 from bot.service import Service
 from bot.storage import SqliteStorage, Storage
+from bot.storage_driver import SqliteDriver
 from bot.transport import AiohttpTransport
 
 
@@ -37,6 +43,7 @@ class Runtime:
     metrics: Metrics | None
     storage: Storage
     bridge: Bridge | None
+    pager: Pager | None = None
 
 
 def http_client(
@@ -69,6 +76,7 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     metrics = Metrics() if config.http.port else None
     storage = await open_storage(config)
+    closing: list[SqliteDriver] = []
     try:
         async with http_client(config, transport) as http:
             audit = AuditLog(storage)
@@ -89,6 +97,27 @@ async def open_runtime(
                 dry_run=config.dry_run,
                 **({"observer": metrics.observe_gateway} if metrics else {}),
             )
+            pager = None
+            if config.alerts is not None:
+                driver = SqliteDriver(config.audit_path)  # INTERIM until the storage merge
+                closing.append(driver)
+                await driver.script(
+                    PAGING_SCHEMA.replace("{id}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+                )
+                url = config.alerts.alertmanager_url
+                pager = Pager(
+                    config.alerts,
+                    PagingStore(driver),
+                    gateway,
+                    audit,
+                    address_book=config.address_book,
+                    clock=clock or time.time,
+                    replica=replica_id(),
+                    send_lease_s=wa.timeout_s * (wa.retries + 1) + 30,
+                    max_concurrency=wa.max_concurrency,
+                    alertmanager=Alertmanager(http, url) if url else None,
+                    observer=metrics,
+                )
             service = Service(
                 config,
                 gateway,
@@ -96,6 +125,7 @@ async def open_runtime(
                 storage=storage,
                 observe=metrics.observe_command if metrics else None,
                 pdf_polling=pdf_polling,
+                pager=pager,
                 **({"clock": clock} if clock else {}),
             )
             bridge = None
@@ -107,12 +137,17 @@ async def open_runtime(
                     default_chat=config.inbound.chat,
                     address_book=config.address_book,
                     observe=metrics.observe_inbound if metrics else None,
+                    acknowledge=pager.inbound_ack if pager else None,
                 )
             try:
-                yield Runtime(config, http, audit, gateway, service, metrics, storage, bridge)
+                yield Runtime(
+                    config, http, audit, gateway, service, metrics, storage, bridge, pager
+                )
             finally:
                 await audit.flush()
     finally:
+        for closable in closing:
+            await closable.aclose()
         await storage.aclose()
 
 

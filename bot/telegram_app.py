@@ -15,6 +15,7 @@ import mimetypes
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from telegram import (
     PhotoSize,
     ReplyParameters,
     Update,
+    User,
     Voice,
 )
 from telegram.constants import MessageLimit
@@ -51,9 +53,11 @@ from telegram.request import HTTPXRequest
 
 from bot import commands
 from bot.audit import Outcome
+from bot.bridge import Button
 from bot.commands import MediaKind
 from bot.errors import AttachmentError, PostFailed
 from bot.logs import get_logger
+from bot.paging.escalation import PagingWorkers
 from bot.replicas import Election, replica_id
 from bot.replies import split_text
 from bot.runtime import Runtime
@@ -135,9 +139,17 @@ def _named(stem: str, mime_type: str | None, fallback: str) -> str:
     return stem + ((mime_type and mimetypes.guess_extension(mime_type)) or fallback)
 
 
+def user_name(user: User | None) -> str | None:
+    """How the chat names someone: @username, else their name."""
+    if user is None:
+        return None
+    return f"@{user.username}" if user.username else user.full_name or None
+
+
 def to_request(message: Message, http: httpx.AsyncClient) -> Request:
     replied = message.reply_to_message
     return Request(
+        user_name=user_name(message.from_user),
         user_id=message.from_user.id if message.from_user else 0,
         chat_id=message.chat_id,
         message_id=message.message_id,
@@ -148,15 +160,13 @@ def to_request(message: Message, http: httpx.AsyncClient) -> Request:
     )
 
 
-def _buttons(token: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        [
-            [
-                InlineKeyboardButton("Send", callback_data=f"confirm:{token}:send"),
-                InlineKeyboardButton("Cancel", callback_data=f"confirm:{token}:cancel"),
-            ]
-        ]
-    )
+def _markup(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
+    row = [InlineKeyboardButton(b.label, callback_data=b.data) for b in buttons]
+    return InlineKeyboardMarkup([row]) if row else None
+
+
+def _confirm_buttons(token: str) -> tuple[Button, ...]:
+    return (Button("Send", f"confirm:{token}:send"), Button("Cancel", f"confirm:{token}:cancel"))
 
 
 @dataclass(frozen=True)
@@ -280,11 +290,15 @@ class TelegramFrontend:
                 data=_PromptRef(reply.confirm, sent[-1].chat_id, sent[-1].id),
             )
 
-    async def post(self, chat_id: int, text: str, reply_to: int | None) -> int:
-        """The bridge's way into the chat: the id of the (first) message posted."""
+    async def post(
+        self, chat_id: int, text: str, reply_to: int | None, buttons: Sequence[Button] = ()
+    ) -> int:
+        """The bridge's and paging's way into the chat: the id of the (first) message."""
         assert self.app is not None
         try:
-            sent = await self.send(self.app.bot, chat_id, Reply(text, Outcome.OK), reply_to)
+            sent = await self.send(
+                self.app.bot, chat_id, Reply(text, Outcome.OK), reply_to, buttons
+            )
         except TelegramError as exc:
             raise PostFailed(f"Telegram refused the post ({exc.message})") from None
         return sent[0].id
@@ -300,6 +314,23 @@ class TelegramFrontend:
         await _quietly(query.answer(result.toast))
         if result.reply is not None and isinstance(query.message, Message):
             await self.replace(context.bot, query.message, result.reply)
+
+    async def on_incident_button(self, update: Update, context: Context) -> None:
+        """Acknowledge or Silence 1h under an incident post."""
+        query = update.callback_query
+        if query is None or query.data is None or not isinstance(query.message, Message):
+            return
+        _, number, action = [*query.data.split(":"), "", ""][:3]
+        if not number.isdigit():
+            return
+        toast = await self.service.incident_button(
+            int(number),
+            action,
+            query.from_user.id,
+            query.message.chat_id,
+            user_name(query.from_user) or f"user {query.from_user.id}",
+        )
+        await _quietly(query.answer(toast[:200]))
 
     async def on_error(self, update: object, context: Context) -> None:
         error_id = secrets.token_hex(4)
@@ -334,9 +365,16 @@ class TelegramFrontend:
             await self.send(context.bot, schedule.chat_id, reply)
 
     async def send(
-        self, bot: Bot, chat_id: int, reply: Reply, reply_to: int | None = None
+        self,
+        bot: Bot,
+        chat_id: int,
+        reply: Reply,
+        reply_to: int | None = None,
+        buttons: Sequence[Button] = (),
     ) -> list[Message]:
         """Post ``reply`` (split if long); the last message carries any buttons."""
+        if reply.confirm:
+            buttons = _confirm_buttons(reply.confirm)
         parameters = (
             ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         )
@@ -352,7 +390,7 @@ class TelegramFrontend:
         chunks = split_text(reply.text)
         sent: list[Message] = []
         for index, chunk in enumerate(chunks):
-            markup = _buttons(reply.confirm) if reply.confirm and index == len(chunks) - 1 else None
+            markup = _markup(buttons) if index == len(chunks) - 1 else None
             sent.append(
                 await bot.send_message(
                     chat_id,
@@ -477,6 +515,7 @@ def build_application(
         )
     )
     app.add_handler(CallbackQueryHandler(frontend.on_button, pattern=r"^confirm:"))
+    app.add_handler(CallbackQueryHandler(frontend.on_incident_button, pattern=r"^incident:"))
     if frontend.replicated:  # every update recorded before, and marked after, handling
         app.add_handler(TypeHandler(Update, frontend.journal_start), group=-1)
         app.add_handler(TypeHandler(Update, frontend.journal_done), group=1)
@@ -541,7 +580,11 @@ async def serve(
             )
             server = WebServer(
                 make_app(
-                    health=health, metrics=runtime.metrics, webhook=webhook, bridge=runtime.bridge
+                    health=health,
+                    metrics=runtime.metrics,
+                    webhook=webhook,
+                    bridge=runtime.bridge,
+                    pager=runtime.pager,
                 ),
                 config.http.listen,
                 config.http.port,
@@ -552,6 +595,9 @@ async def serve(
             if runtime.bridge is not None
             else None
         )
+        paging = PagingWorkers(runtime.pager) if runtime.pager is not None else None
+        if paging is not None:
+            await paging.start(frontend.post)
         updater = app.updater
 
         async def lead() -> None:
@@ -585,4 +631,6 @@ async def serve(
         if poster is not None:
             poster.cancel()
             await asyncio.gather(poster, return_exceptions=True)
+        if paging is not None:
+            await paging.stop()
         await app.stop()

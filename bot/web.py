@@ -3,7 +3,8 @@
 Everything the bot listens for is served here: ``/metrics`` and ``/healthz``, the
 Telegram webhook at ``/telegram`` (the python-telegram-bot "custom webhook" way: the
 handler hands each update to the application, PTB's own server is never started) and
-the inbound URLs of the two-way bridge. One server, one port, one network stack.
+the inbound URLs of the two-way bridge and Alertmanager's ``/alerts/<secret>``. One
+server, one port, one network stack.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from bot.bridge import CHANNELS, MAX_BODY_BYTES, Bridge
 from bot.errors import InboundRejected
 from bot.logs import get_logger
 from bot.metrics import Metrics
+from bot.paging.escalation import Pager
+from bot.paging.intake import MAX_BODY_BYTES as MAX_ALERT_BYTES
 
 log = get_logger("bot.web")
 Health = Callable[[], Awaitable[tuple[bool, dict[str, str]]]]
@@ -38,6 +41,7 @@ def make_app(
     metrics: Metrics | None = None,
     webhook: Webhook | None = None,
     bridge: Bridge | None = None,
+    pager: Pager | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
 
@@ -88,7 +92,39 @@ def make_app(
             return web.json_response({"status": "stored"})
 
         app.router.add_post("/inbound/{channel}/{secret}", accept)
+    if pager is not None:
+        paging = pager
+        expected = paging.alerts.secret.encode()
+
+        async def alerts(request: web.Request) -> web.Response:
+            """Alertmanager's webhook: 200 only once stored, 503 when it cannot be."""
+            if not hmac.compare_digest(request.match_info["secret"].encode(), expected):
+                raise web.HTTPNotFound()
+            if request.method != "POST":
+                raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+            try:
+                await paging.accept(await read_capped(request, MAX_ALERT_BYTES))
+            except InboundRejected as exc:
+                return _refused(exc)
+            except Exception:
+                log.exception("alert_not_stored")
+                return web.json_response({"error": "could not be stored; retry"}, status=503)
+            return web.json_response({"status": "stored"})
+
+        app.router.add_route("*", "/alerts/{secret}", alerts)
     return app
+
+
+async def read_capped(request: web.Request, limit: int) -> bytes:
+    """The whole body, however it arrives (pieces, chunked); over ``limit``: a 413."""
+    if (request.content_length or 0) > limit:
+        raise InboundRejected(413, f"body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise InboundRejected(413, f"body over {limit} bytes")
+    return bytes(body)
 
 
 def _refused(exc: InboundRejected) -> web.Response:

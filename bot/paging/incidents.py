@@ -309,3 +309,13 @@ def _cursor(chain: Sequence[EscalationStep], start: int, now: float) -> tuple[in
         due += wait.seconds
         step += 1
     return step, due
+
+
+def merged_line(effect: Post | Reply, incident: Incident) -> str:
+    """The effect as one line of a merged post (a storm: one post lists many)."""
+    number = incident.number
+    if isinstance(effect, Post):
+        summary = f": {incident.summary}" if incident.summary else ""
+        return f"FIRING #{number} {incident.alertname}{summary} — /ack {number}"
+    text = " / ".join(line for line in effect.text.splitlines() if line.strip())
+    return text if f"#{number} " in f"{text} " else f"#{number}: {text}"

@@ -1,0 +1,128 @@
+"""Incident posts into the chat: the opening post, replies under it, storms merged.
+
+What an incident owes the chat is stored first (``PagingStore`` posts outbox) and
+posted from there, like the bridge's inbound messages: the intake never waits for
+Telegram, a post survives a restart, and a replica that dies holding posts gives them up
+when its lease runs out. Telegram lets a bot post about 20 messages a minute in a group,
+and the front end keeps that limit by making ``post`` wait; whatever piles up meanwhile
+goes out as one post listing it all — each incident with ``/ack <n>`` instead of buttons
+— never dropped, never queued for minutes. Pages never pass through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from bot.bridge import Button, Post
+from bot.errors import PostFailed
+from bot.logs import get_logger
+from bot.paging.store import PagingStore, PostRow
+
+LEASE_S = 60.0  # a replica that takes posts holds them this long
+SCAN_EVERY_S = 5.0  # look for posts another replica stored (or left) this often
+log = get_logger("bot.paging.posts")
+
+
+def buttons_for(number: int, silence: bool) -> tuple[Button, ...]:
+    """Acknowledge, and Silence 1h when Alertmanager's API is configured."""
+    ack = Button("Acknowledge", f"incident:{number}:ack")
+    return (ack, Button("Silence 1h", f"incident:{number}:silence")) if silence else (ack,)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One post to make of the rows taken: which rows it carries and how it reads."""
+
+    rows: tuple[PostRow, ...]
+    chat_id: int
+    text: str
+    reply_to: int | None
+    buttons: tuple[Button, ...] = ()
+
+
+def plan(rows: Sequence[PostRow]) -> Planned | None:
+    """The next post of what waits (oldest first); None when nothing can go yet.
+
+    One opening post goes alone, with its buttons; replies of one incident go under its
+    post; anything more is merged into one post listing it all.
+    """
+    if not rows:
+        return None
+    chat = rows[0].chat_id
+    here = [r for r in rows if r.chat_id == chat]
+    openings = [r for r in here if r.opening]
+    opened = {r.incident for r in openings}
+    replies = [r for r in here if not r.opening and (r.incident_post or r.incident in opened)]
+    if len(openings) == 1:
+        (opening,) = openings
+        return Planned(
+            (opening,), chat, opening.body, None, buttons_for(opening.incident, opening.silence)
+        )
+    if not openings:
+        if not replies:
+            return None
+        posts = {r.incident_post for r in replies}
+        if len(posts) == 1:
+            return Planned(tuple(replies), chat, "\n".join(r.body for r in replies), posts.pop())
+    taken = [*openings, *replies]
+    header = f"{len(taken)} incident updates (merged under Telegram's limit; /incidents lists all):"
+    return Planned(tuple(taken), chat, "\n".join([header, *(r.line for r in taken)]), None)
+
+
+class IncidentPoster:
+    """Posts what the incidents owe the chat, now and whenever more is stored."""
+
+    def __init__(self, store: PagingStore, clock: Callable[[], float]) -> None:
+        self._store = store
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, post: Post) -> None:
+        """Until cancelled: post what is stored (whatever a restart left first)."""
+        self._wake.set()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(multiplier=0.5, max=30),
+        )
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SCAN_EVERY_S):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await self.post_all(post)
+            except Exception:  # pragma: no cover - tenacity retries until it works
+                log.exception("incident_posts_failed")
+
+    async def post_all(self, post: Post) -> None:
+        """Post everything that can go now (also the demo's one-shot way)."""
+        while True:
+            rows = await self._store.claim_posts(self._clock(), LEASE_S)
+            planned = plan(rows)
+            taken = {r.id for r in planned.rows} if planned else set()
+            left = [r.id for r in rows if r.id not in taken]
+            if left:
+                await self._store.release_posts(left)
+            if planned is None:
+                return
+            try:
+                post_id = await post(
+                    planned.chat_id, planned.text, planned.reply_to, planned.buttons
+                )
+            except PostFailed:
+                await self._store.release_posts(sorted(taken))
+                log.warning("incident_post_failed", chat=planned.chat_id, rows=len(taken))
+                raise
+            # Wall-clock time: the bridge reads threads (where answers land) on it.
+            await self._store.mark_posted(planned.rows, post_id, time.time())

@@ -1,0 +1,469 @@
+"""Incident paging's state: every query once, over the storage layer's ``Driver``.
+
+Incidents (the state machine's ``Incident`` as JSON, with the columns queries need),
+the sends a step or a resolution owes (pages and RESOLVED messages: claimed before they
+are made, so each is made once across crashes and replicas), and the posts owed to the
+chat (an outbox, like the bridge's). Every change to an incident runs in one
+transaction under the incident's lock — across replicas on PostgreSQL — so two replicas
+given the same notification open one incident, and a due step is claimed by one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from bot.commands import Channel
+from bot.paging.incidents import (
+    Ack,
+    Decision,
+    Incident,
+    NotifyResolved,
+    Page,
+    Post,
+    Refused,
+    Reply,
+    merged_line,
+)
+from bot.recipients import Recipient
+from bot.storage_driver import Connection, Dialect, Driver
+
+PAGING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    number {id},
+    grp TEXT NOT NULL,
+    is_open INTEGER NOT NULL,
+    due DOUBLE PRECISION,
+    opened_at DOUBLE PRECISION NOT NULL,
+    chat_id BIGINT NOT NULL,
+    post_id BIGINT,
+    state TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_open_group ON incidents (grp) WHERE is_open = 1;
+CREATE INDEX IF NOT EXISTS incidents_due ON incidents (due);
+CREATE TABLE IF NOT EXISTS incident_sends (
+    id {id},
+    incident BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    written TEXT NOT NULL,
+    number TEXT NOT NULL,
+    gateway_group TEXT,
+    channel TEXT NOT NULL,
+    body TEXT,
+    state TEXT NOT NULL,
+    owner TEXT,
+    lease_until DOUBLE PRECISION,
+    outcome TEXT,
+    created DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incident_sends_state ON incident_sends (state, id);
+CREATE INDEX IF NOT EXISTS incident_sends_number ON incident_sends (number, incident);
+CREATE TABLE IF NOT EXISTS incident_posts (
+    id {id},
+    incident BIGINT NOT NULL,
+    chat_id BIGINT NOT NULL,
+    opening INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    line TEXT NOT NULL,
+    silence INTEGER NOT NULL,
+    posted DOUBLE PRECISION,
+    post_id BIGINT,
+    claimed_until DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS incident_posts_waiting ON incident_posts (posted, id);
+"""
+_EVER = 1e300  # later than any lease
+
+
+class SendKind(Enum):
+    PAGE = "page"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True)
+class SendRow:
+    """A page or RESOLVED message an incident owes one recipient."""
+
+    id: int
+    incident: int
+    kind: SendKind
+    step: int
+    recipient: Recipient
+    channel: Channel
+    body: str
+
+
+@dataclass(frozen=True)
+class SendDone:
+    """How a claimed send ended (``outcome``: an audit ``Outcome`` value)."""
+
+    id: int
+    outcome: str
+
+
+@dataclass(frozen=True)
+class PostRow:
+    """A post the chat is owed: an incident's opening post or a reply under it."""
+
+    id: int
+    incident: int
+    chat_id: int
+    opening: bool
+    body: str
+    line: str  # the same, as one line of a merged post
+    silence: bool  # an opening post with a Silence 1h button
+    incident_post: int | None  # the incident post, once posted: where replies go
+
+
+@dataclass(frozen=True)
+class NewReply:
+    incident: int
+    text: str
+
+
+Opener = Callable[[Incident | None, int], Decision | None]
+Change = Callable[[Incident], Decision | Refused]
+
+_CHANNELS = {c.value: c for c in Channel}
+
+
+def incident_to_json(incident: Incident) -> str:
+    ack = incident.ack
+    return json.dumps(
+        {
+            "number": incident.number,
+            "group": incident.group,
+            "alertname": incident.alertname,
+            "summary": incident.summary,
+            "labels": dict(incident.labels),
+            "opened_at": incident.opened_at,
+            "firing": dict(incident.firing),
+            "escalation": incident.escalation,
+            "step": incident.step,
+            "due": incident.due,
+            "ack": {"by": ack.by, "via": ack.via.value, "at": ack.at} if ack else None,
+            "silenced_until": incident.silenced_until,
+            "silence_id": incident.silence_id,
+            "exhausted": incident.exhausted,
+            "resolved_at": incident.resolved_at,
+        },
+        ensure_ascii=False,
+    )
+
+
+def incident_from_json(text: str) -> Incident:
+    data: dict[str, Any] = json.loads(text)
+    ack = data.pop("ack")
+    return Incident(
+        **data,
+        ack=Ack(ack["by"], _CHANNELS[ack["via"]], ack["at"]) if ack else None,
+    )
+
+
+class PagingStore:
+    """Incidents, their sends and their posts, in the bot's database."""
+
+    def __init__(self, driver: Driver) -> None:
+        self._db = driver
+
+    # -- incidents ------------------------------------------------------------------------
+
+    async def notification(
+        self, group: str, opens: bool, chat_id: int, now: float, decide: Opener
+    ) -> Decision | None:
+        """Apply a notification to the group's open incident (None: there is none).
+
+        With ``opens`` and no open incident a number is drawn first and handed to
+        ``decide``, which then opens one. None: nothing changed.
+        """
+        async with self._db.transaction(lock=f"incident:{group}") as tx:
+            row = await tx.fetchone(
+                f"SELECT state FROM incidents WHERE grp = ? AND is_open = 1{self._for_update}",
+                group,
+            )
+            current = incident_from_json(row[0]) if row else None
+            number = 0
+            if current is None:
+                if not opens:
+                    return None
+                created = await tx.fetchone(
+                    "INSERT INTO incidents (grp, is_open, opened_at, chat_id, state)"
+                    " VALUES (?, 1, ?, ?, '{}') RETURNING number",
+                    group,
+                    now,
+                    chat_id,
+                )
+                assert created is not None
+                number = int(created[0])
+            decision = decide(current, number)
+            if decision is not None and (current is None or decision.effects):
+                await self._save(tx, decision, chat_id, now)
+            return decision
+
+    async def change(self, number: int, now: float, decide: Change) -> Decision | Refused | None:
+        """Apply one event to incident ``number``; None when there is no such incident."""
+        async with self._db.transaction() as tx:
+            found = await tx.fetchone(
+                f"SELECT state, chat_id FROM incidents WHERE number = ?{self._for_update}", number
+            )
+            if found is None:
+                return None
+            decision = decide(incident_from_json(found[0]))
+            if isinstance(decision, Decision):
+                await self._save(tx, decision, int(found[1]), now)
+            return decision
+
+    async def step_due(self, now: float, limit: int, decide: Change) -> list[Decision]:
+        """Apply ``decide`` to every incident whose next step is due, in one transaction:
+        a due step is taken by one caller, on any replica (rows another replica holds
+        are skipped, and are its to run)."""
+        decisions = []
+        async with self._db.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT state, chat_id FROM incidents WHERE due IS NOT NULL AND due <= ?"
+                f" ORDER BY due LIMIT ?{self._skip_locked}",
+                now,
+                limit,
+            )
+            for state, chat_id in rows:
+                decision = decide(incident_from_json(state))
+                if isinstance(decision, Decision):
+                    await self._save(tx, decision, int(chat_id), now)
+                    decisions.append(decision)
+        return decisions
+
+    @property
+    def _for_update(self) -> str:
+        """Row locks for read-then-write on PostgreSQL (SQLite's BEGIN IMMEDIATE
+        already serialises every writer)."""
+        return "" if self._db.dialect is Dialect.SQLITE else " FOR UPDATE"
+
+    @property
+    def _skip_locked(self) -> str:
+        return "" if self._db.dialect is Dialect.SQLITE else " FOR UPDATE SKIP LOCKED"
+
+    async def _save(self, tx: Connection, decision: Decision, chat_id: int, now: float) -> None:
+        incident = decision.incident
+        await tx.execute(
+            "UPDATE incidents SET is_open = ?, due = ?, state = ? WHERE number = ?",
+            1 if incident.open else 0,
+            incident.due,
+            incident_to_json(incident),
+            incident.number,
+        )
+        for effect in decision.effects:
+            if isinstance(effect, Post | Reply):
+                await tx.execute(
+                    "INSERT INTO incident_posts (incident, chat_id, opening, body, line, silence)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    incident.number,
+                    chat_id,
+                    1 if isinstance(effect, Post) else 0,
+                    effect.text,
+                    merged_line(effect, incident),
+                    1 if isinstance(effect, Post) and effect.silence else 0,
+                )
+            elif isinstance(effect, Page):
+                await tx.executemany(
+                    "INSERT INTO incident_sends (incident, kind, step, written, number,"
+                    " gateway_group, channel, body, state, created)"
+                    " VALUES (?, 'page', ?, ?, ?, ?, ?, ?, 'waiting', ?)",
+                    [
+                        (incident.number, effect.step, r.written, r.number, r.group,
+                         effect.channel.value, effect.text, now)
+                        for r in effect.recipients
+                    ],
+                )  # fmt: skip
+            elif isinstance(effect, NotifyResolved):
+                await tx.execute(
+                    "INSERT INTO incident_sends (incident, kind, step, written, number,"
+                    " gateway_group, channel, body, state, created)"
+                    " SELECT incident, 'resolved', -1, MIN(written), number, gateway_group,"
+                    " channel, ?, 'waiting', ? FROM incident_sends"
+                    " WHERE incident = ? AND kind = 'page'"
+                    " AND (outcome IS NULL OR outcome IN ('ok', 'unknown', 'dry-run'))"
+                    " GROUP BY incident, number, gateway_group, channel",
+                    effect.text,
+                    now,
+                    incident.number,
+                )
+
+    async def get(self, number: int) -> Incident | None:
+        row = await self._db.fetchone("SELECT state FROM incidents WHERE number = ?", number)
+        return incident_from_json(row[0]) if row else None
+
+    async def open_incidents(self) -> list[Incident]:
+        rows = await self._db.fetch("SELECT state FROM incidents WHERE is_open = 1 ORDER BY number")
+        return [incident_from_json(row[0]) for row in rows]
+
+    async def count_open(self) -> int:
+        row = await self._db.fetchone("SELECT COUNT(*) FROM incidents WHERE is_open = 1")
+        return int(row[0]) if row else 0
+
+    async def next_due(self) -> float | None:
+        row = await self._db.fetchone("SELECT MIN(due) FROM incidents WHERE due IS NOT NULL")
+        return float(row[0]) if row and row[0] is not None else None
+
+    async def paged(self, number: str, incident: int | None) -> int | None:
+        """The open incident that paged ``number`` (the latest; or ``incident``, if it did)."""
+        sql = (
+            "SELECT s.incident FROM incident_sends s JOIN incidents i ON i.number = s.incident"
+            " WHERE s.number = ? AND s.kind = 'page' AND i.is_open = 1"
+        )
+        args: tuple[object, ...] = (number,)
+        if incident is not None:
+            sql += " AND s.incident = ?"
+            args = (number, incident)
+        row = await self._db.fetchone(sql + " ORDER BY s.id DESC LIMIT 1", *args)
+        return int(row[0]) if row else None
+
+    # -- sends ---------------------------------------------------------------------------
+
+    async def claim_sends(self, owner: str, now: float, lease_s: float) -> list[SendRow]:
+        """Take the sends no one has taken: from here on they are never made again."""
+        async with self._db.transaction(lock="incident-sends") as tx:
+            rows = await tx.fetch(
+                f"SELECT {_SEND_COLUMNS} FROM incident_sends WHERE state = 'waiting'"
+                " ORDER BY id LIMIT 500"
+            )
+            await tx.executemany(
+                "UPDATE incident_sends SET state = 'sending', owner = ?, lease_until = ?"
+                " WHERE id = ? AND state = 'waiting'",
+                [(owner, now + lease_s, row[0]) for row in rows],
+            )
+        return [_send(row) for row in rows]
+
+    async def finish_sends(
+        self, done: Sequence[SendDone], replies: Sequence[NewReply], now: float
+    ) -> None:
+        """Outcomes in, bodies dropped, replies owed; answers from those reached land
+        under the incident post (the bridge's threads)."""
+        async with self._db.transaction() as tx:
+            await tx.executemany(
+                "UPDATE incident_sends SET state = 'done', outcome = ?, body = NULL,"
+                " lease_until = NULL WHERE id = ? AND state = 'sending'",
+                [(d.outcome, d.id) for d in done],
+            )
+            await self._add_replies(tx, replies)
+            incidents = sorted({r.incident for r in replies})
+            for number in incidents:
+                await self._thread(tx, number, now)
+
+    async def interrupted_sends(self, now: float, *, starting: bool) -> list[SendRow]:
+        """Sends taken by a replica that died before it knew how they ended: answered
+        ``unknown``, never made again. On SQLite one process owns the file, so at start
+        everything still taken was taken by a process that is gone."""
+        cutoff = _EVER if starting and self._db.dialect is Dialect.SQLITE else now
+        async with self._db.transaction(lock="incident-sends") as tx:
+            rows = await tx.fetch(
+                f"SELECT {_SEND_COLUMNS} FROM incident_sends"
+                " WHERE state = 'sending' AND lease_until < ? ORDER BY id",
+                cutoff,
+            )
+            await tx.executemany(
+                "UPDATE incident_sends SET state = 'done', outcome = 'unknown', body = NULL"
+                " WHERE id = ?",
+                [(row[0],) for row in rows],
+            )
+        return [_send(row) for row in rows]
+
+    async def add_replies(self, replies: Sequence[NewReply]) -> None:
+        async with self._db.transaction() as tx:
+            await self._add_replies(tx, replies)
+
+    async def _add_replies(self, tx: Connection, replies: Sequence[NewReply]) -> None:
+        for reply in replies:
+            found = await tx.fetchone(
+                "SELECT state, chat_id FROM incidents WHERE number = ?", reply.incident
+            )
+            if found is None:
+                continue
+            incident = incident_from_json(found[0])
+            await tx.execute(
+                "INSERT INTO incident_posts (incident, chat_id, opening, body, line, silence)"
+                " VALUES (?, ?, 0, ?, ?, 0)",
+                reply.incident,
+                int(found[1]),
+                reply.text,
+                merged_line(Reply(reply.text), incident),
+            )
+
+    async def _thread(self, tx: Connection, number: int, now: float) -> None:
+        """Answers from the numbers an incident reached land under its post."""
+        await tx.execute(
+            "INSERT INTO threads (number, chat_id, message_id, at)"
+            " SELECT s.number, MIN(i.chat_id), MIN(i.post_id), ? FROM incident_sends s"
+            " JOIN incidents i ON i.number = s.incident"
+            " WHERE s.incident = ? AND i.post_id IS NOT NULL AND s.gateway_group IS NULL"
+            " AND s.outcome IN ('ok', 'unknown', 'dry-run') GROUP BY s.number"
+            " ON CONFLICT (number) DO UPDATE SET chat_id = excluded.chat_id,"
+            " message_id = excluded.message_id, at = excluded.at",
+            now,
+            number,
+        )
+
+    # -- posts ---------------------------------------------------------------------------
+
+    async def claim_posts(self, now: float, lease_s: float) -> list[PostRow]:
+        """Take every post waiting (and not taken by a live replica), oldest first."""
+        async with self._db.transaction(lock="incident-posts") as tx:
+            rows = await tx.fetch(
+                "SELECT p.id, p.incident, p.chat_id, p.opening, p.body, p.line, p.silence,"
+                " i.post_id FROM incident_posts p JOIN incidents i ON i.number = p.incident"
+                " WHERE p.posted IS NULL AND (p.claimed_until IS NULL OR p.claimed_until < ?)"
+                " ORDER BY p.id LIMIT 1000",
+                now,
+            )
+            await tx.executemany(
+                "UPDATE incident_posts SET claimed_until = ? WHERE id = ?",
+                [(now + lease_s, row[0]) for row in rows],
+            )
+        return [
+            PostRow(
+                int(r[0]), int(r[1]), int(r[2]), bool(r[3]), r[4], r[5], bool(r[6]),
+                None if r[7] is None else int(r[7]),
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    async def release_posts(self, ids: Sequence[int]) -> None:
+        await self._db.executemany(
+            "UPDATE incident_posts SET claimed_until = NULL WHERE id = ?", [(i,) for i in ids]
+        )
+
+    async def mark_posted(self, rows: Sequence[PostRow], post_id: int, now: float) -> None:
+        """Posted as message ``post_id``: an opening post becomes its incident's post."""
+        async with self._db.transaction() as tx:
+            await tx.executemany(
+                "UPDATE incident_posts SET posted = ?, post_id = ?, claimed_until = NULL"
+                " WHERE id = ?",
+                [(now, post_id, row.id) for row in rows],
+            )
+            for row in rows:
+                if row.opening:
+                    await tx.execute(
+                        "UPDATE incidents SET post_id = ? WHERE number = ? AND post_id IS NULL",
+                        post_id,
+                        row.incident,
+                    )
+                    await self._thread(tx, row.incident, now)
+
+
+_SEND_COLUMNS = "id, incident, kind, step, written, number, gateway_group, channel, body"
+
+
+def _send(row: Sequence[Any]) -> SendRow:
+    id_, incident, kind, step, written, number, group, channel, body = row
+    return SendRow(
+        int(id_),
+        int(incident),
+        SendKind(kind),
+        int(step),
+        Recipient(written, number, group),
+        _CHANNELS[channel],
+        body or "",
+    )
