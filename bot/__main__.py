@@ -14,10 +14,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from bot.audit import Outcome
 from bot.config import Config, load_config
 from bot.errors import BotError, ConfigError, GatewayError, StorageUnavailable
 from bot.logs import configure_logging, get_logger
+from bot.vocabulary import Outcome
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXEC_EXIT = {

@@ -13,9 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from bot.storage import AuditEntry, Outcome, Storage
-
-__all__ = ["AuditEntry", "AuditLog", "Outcome"]
+from bot.storage import Storage
+from bot.vocabulary import AuditEntry
 
 
 class AuditLog:

@@ -27,13 +27,14 @@ from typing import Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from bot.audit import AuditEntry, AuditLog, Outcome
+from bot.audit import AuditLog
 from bot.errors import InboundRejected, PostFailed
 from bot.logs import get_logger
 from bot.recipients import AddressBook, clean_number, mask
 from bot.storage import Arrival, InboundMessage, Storage
+from bot.vocabulary import AuditEntry, Channel, Outcome
 
-CHANNELS = {"whatsapp": "WhatsApp", "telegram": "Telegram"}
+CHANNELS = {channel.value: channel for channel in Channel}  # as inbound URLs spell them
 MAX_BODY_BYTES = 64 * 1024
 DUPLICATE_WITHIN_S = 120.0  # the same delivery again within this is posted once
 THREAD_WITHIN_S = 24 * 3600.0  # an answer within this lands under the command that paged
@@ -66,7 +67,7 @@ InboundObserver = Callable[[str, str], None]
 """Called with (channel, result) for every inbound request: stored, repeated, rejected,
 acknowledged."""
 
-Acknowledger = Callable[[str, str, str], Awaitable[bool]]
+Acknowledger = Callable[[Channel, str, str], Awaitable[bool]]
 """(channel, number, message): True when the message acknowledged an incident (it is
 then not posted as an inbound message); paging plugs in here."""
 
@@ -127,7 +128,7 @@ class Bridge:
         """Constant-time comparison of the secret part of an inbound URL."""
         return hmac.compare_digest(given.encode(), self._secret.encode())
 
-    async def accept(self, channel: str, raw: bytes) -> None:
+    async def accept(self, channel: Channel, raw: bytes) -> None:
         """Store one inbound message for posting; returns only once it is on disk."""
         try:
             number, message = parse_inbound(raw)
@@ -155,16 +156,16 @@ class Bridge:
         )
         if chat is None:
             self._count(channel, "repeated")
-            log.info("inbound_repeated", channel=channel, number=mask(number))
+            log.info("inbound_repeated", channel=channel.value, number=mask(number))
             return
         self._count(channel, "stored")
-        self._audit.record(AuditEntry(chat, 0, "inbound", (number,), Outcome.OK, CHANNELS[channel]))
-        log.info("inbound_stored", channel=channel, number=mask(number), chat=chat)
+        self._audit.record(AuditEntry(chat, 0, "inbound", (number,), Outcome.OK, channel.label))
+        log.info("inbound_stored", channel=channel.value, number=mask(number), chat=chat)
         self._wake.set()
 
-    def _count(self, channel: str, result: str) -> None:
+    def _count(self, channel: Channel, result: str) -> None:
         if self._observe is not None:
-            self._observe(channel, result)
+            self._observe(channel.value, result)
 
     # -- posting ----------------------------------------------------------------------
 
@@ -241,11 +242,10 @@ class Bridge:
         """One message: a post of its own, under its thread. Several: one line each."""
         if len(messages) == 1:
             (message,) = messages
-            head = f"{self._sender(message)} on {CHANNELS[message.channel]}:"
+            head = f"{self._sender(message)} on {message.channel.label}:"
             return Composed(f"{head}\n{message.body}", message.reply_to)
         lines = [
-            f"{self._sender(m)} on {CHANNELS[m.channel]}: {' '.join(m.body.split())}"
-            for m in messages
+            f"{self._sender(m)} on {m.channel.label}: {' '.join(m.body.split())}" for m in messages
         ]
         threads = {m.reply_to for m in messages}
         reply_to = threads.pop() if len(threads) == 1 else None

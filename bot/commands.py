@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bot.errors import UnknownCommand, UsageError
+from bot.vocabulary import Channel
 
 
 class Access(Enum):
@@ -20,16 +21,6 @@ class Access(Enum):
 
     MEMBER = "member"  # users, in the team chats
     ADMIN = "admin"
-
-
-class Channel(Enum):
-    WHATSAPP = "wa"
-    TELEGRAM = "tg"
-
-    @property
-    def label(self) -> str:
-        """How a person names it: ``WhatsApp``, ``Telegram``."""
-        return "WhatsApp" if self is Channel.WHATSAPP else "Telegram"
 
 
 class MediaKind(Enum):
@@ -347,14 +338,14 @@ def _silence(args: Args, name: str) -> Command:
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
-        "wa",
+        Channel.WHATSAPP.command,
         "<to> <message>",
         "send a WhatsApp message",
         Access.MEMBER,
         _send_text(Channel.WHATSAPP),
     ),
     CommandSpec(
-        "tg",
+        Channel.TELEGRAM.command,
         "<to> <message>",
         "send a Telegram message via WhatsMate",
         Access.MEMBER,

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 import yaml
 
-from bot.commands import Channel
 from bot.errors import ConfigError, RecipientError
 from bot.recipients import (
     AddressBook,
@@ -27,6 +26,7 @@ from bot.recipients import (
     clean_written_number,
     looks_like_number,
 )
+from bot.vocabulary import Channel
 
 T = TypeVar("T")
 

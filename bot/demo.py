@@ -22,6 +22,7 @@ from bot.errors import InboundRejected, RecipientError
 from bot.runtime import open_runtime
 from bot.sandbox import Sandbox
 from bot.service import Request
+from bot.vocabulary import Channel
 
 DEMO_ADMIN = 1001
 DEMO_CHAT = -100500
@@ -151,7 +152,7 @@ async def _simulate_reply(
     try:
         (recipient, *_) = config.address_book.resolve(to)
         body = {"number": recipient.number, "message": message}
-        await bridge.accept("whatsapp", json.dumps(body).encode())
+        await bridge.accept(Channel.WHATSAPP, json.dumps(body).encode())
     except (RecipientError, InboundRejected, ValueError):
         say(f"bot> Usage: {SIMULATE} <contact or number> <message>")
         return

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.logs import get_logger
 from bot.storage import Storage
+from bot.vocabulary import Role
 
 ELECTION_EVERY_S = 2.0
 log = get_logger("bot.replicas")
@@ -34,7 +35,7 @@ class Election:
     def __init__(self, storage: Storage, every_s: float = ELECTION_EVERY_S) -> None:
         self._storage = storage
         self._every_s = every_s
-        self.role = "standby"
+        self.role = Role.STANDBY
 
     async def run(
         self,
@@ -50,13 +51,13 @@ class Election:
                 log.warning("election_failed", exc_info=True)
                 leading = False
             try:
-                if leading and self.role != "poller":
+                if leading and self.role is not Role.POLLER:
                     log.info("became_poller")
                     await lead()
-                    self.role = "poller"
-                elif not leading and self.role == "poller":
+                    self.role = Role.POLLER
+                elif not leading and self.role is Role.POLLER:
                     log.warning("lost_poller_lock")
-                    self.role = "standby"
+                    self.role = Role.STANDBY
                     await step_down()
             except Exception:  # Telegram or the database away: try again next round
                 log.exception("election_step_failed")

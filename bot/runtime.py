@@ -18,19 +18,18 @@ from tenacity.wait import wait_base
 
 from bot.audit import AuditLog
 from bot.bridge import Bridge
-from bot.commands import Channel
 from bot.config import Config
 from bot.gateway import WhatsMate
 from bot.metrics import Metrics
 from bot.paging.alertmanager import Alertmanager
 from bot.paging.escalation import Pager
-from bot.paging.store import PAGING_SCHEMA, PagingStore
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
 from bot.replicas import replica_id
 from bot.service import Service
-from bot.storage import SqliteStorage, Storage
-from bot.storage_driver import SqliteDriver
+from bot.storage import Storage, open_storage
+from bot.storage.paging import PagingStore
 from bot.transport import AiohttpTransport
+from bot.vocabulary import Channel
 
 
 @dataclass
@@ -76,7 +75,6 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     metrics = Metrics() if config.http.port else None
     storage = await open_storage(config)
-    closing: list[SqliteDriver] = []
     try:
         async with http_client(config, transport) as http:
             audit = AuditLog(storage)
@@ -99,15 +97,10 @@ async def open_runtime(
             )
             pager = None
             if config.alerts is not None:
-                driver = SqliteDriver(config.audit_path)  # INTERIM until the storage merge
-                closing.append(driver)
-                await driver.script(
-                    PAGING_SCHEMA.replace("{id}", "INTEGER PRIMARY KEY AUTOINCREMENT")
-                )
                 url = config.alerts.alertmanager_url
                 pager = Pager(
                     config.alerts,
-                    PagingStore(driver),
+                    PagingStore(storage.driver),
                     gateway,
                     audit,
                     address_book=config.address_book,
@@ -146,15 +139,4 @@ async def open_runtime(
             finally:
                 await audit.flush()
     finally:
-        for closable in closing:
-            await closable.aclose()
         await storage.aclose()
-
-
-async def open_storage(config: Config) -> Storage:
-    """PostgreSQL when ``database.url`` is set (replicas), else SQLite at ``audit.path``."""
-    if config.database_url is None:
-        return SqliteStorage(config.audit_path)
-    from bot.storage_pg import PostgresStorage  # asyncpg only for teams that use it
-
-    return await PostgresStorage.connect(config.database_url)

@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot import commands as c
-from bot.audit import Outcome
 from bot.config import ScheduleConfig, parse_every
 from bot.replies import Reply, Result
 from bot.storage import LastRun, Storage, StoredSchedule
+from bot.vocabulary import Outcome
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Protocol
 
 from bot import commands as c
-from bot.audit import Outcome
 from bot.errors import GatewayError, LimitExceeded, OutcomeUnknown, UsageError
 from bot.gateway import (
     WHATSAPP_QUEUE,
@@ -33,6 +32,7 @@ from bot.gateway import (
 )
 from bot.recipients import Recipient
 from bot.replies import SendLine, describe_failure
+from bot.vocabulary import Channel, Outcome
 
 _URL = re.compile(r"https?://[^\s/]+\S*")
 # Which files each media command takes (``/wa`` takes any), and what it sends them as.
@@ -108,7 +108,7 @@ def attachment_for(parsed: c.Parsed, attachment: Attachment | None) -> Attachmen
     command = parsed.command
     if not isinstance(command, c.SendMedia):
         return None
-    if command.channel is c.Channel.WHATSAPP and attachment is not None:
+    if command.channel is Channel.WHATSAPP and attachment is not None:
         return attachment
     if attachment is None or attachment.kind not in _ACCEPTS[command.kind]:
         raise parsed.spec.fail(
@@ -142,7 +142,7 @@ def plan_send(
     return SendPlan(title, outgoing, tuple(deliveries), attachment)
 
 
-def _route(gateway: WhatsMate, channel: c.Channel, target: Target, outgoing: Outgoing) -> Route:
+def _route(gateway: WhatsMate, channel: Channel, target: Target, outgoing: Outgoing) -> Route:
     route = gateway.route(channel, target, outgoing.content)
     if route is None:
         what = "groups" if target is Target.GROUP else f"{outgoing.content.value}s"
@@ -155,7 +155,7 @@ def _route(gateway: WhatsMate, channel: c.Channel, target: Target, outgoing: Out
 
 def _what(
     command: c.Command, gateway: WhatsMate, attachment: Attachment | None
-) -> tuple[c.Channel, Outgoing, str]:
+) -> tuple[Channel, Outgoing, str]:
     """The channel, what is sent, and the title of the reply."""
     if isinstance(command, c.SendText):
         channel = command.channel
@@ -165,7 +165,7 @@ def _what(
         )
         content = Content.URL if link else Content.TEXT
         single = gateway.route(channel, Target.SINGLE, content)
-        if channel is c.Channel.TELEGRAM:
+        if channel is Channel.TELEGRAM:
             title = "Telegram"
         elif single is WHATSAPP_QUEUE:
             title = "WhatsApp (queue)"
@@ -176,14 +176,14 @@ def _what(
     if isinstance(command, c.SendLocation):
         lat, lon = command.latitude, command.longitude
         title = f"Location {lat:g}, {lon:g}"
-        if gateway.route(c.Channel.TELEGRAM, Target.SINGLE, Content.LOCATION) is not None:
+        if gateway.route(Channel.TELEGRAM, Target.SINGLE, Content.LOCATION) is not None:
             outgoing = Outgoing(Content.LOCATION, latitude=lat, longitude=lon)
-            return c.Channel.TELEGRAM, outgoing, title
+            return Channel.TELEGRAM, outgoing, title
         text = f"Location: {lat}, {lon}\nhttps://maps.google.com/?q={lat},{lon}"
         title += f" (sent as text: API v{gateway.api.version} has no location endpoint)"
-        return c.Channel.TELEGRAM, Outgoing(Content.TEXT, text=text), title
+        return Channel.TELEGRAM, Outgoing(Content.TEXT, text=text), title
     if isinstance(command, c.SendMedia) and attachment is not None:
-        if command.channel is c.Channel.WHATSAPP:
+        if command.channel is Channel.WHATSAPP:
             content = _CONTENT[attachment.kind]
             label = f"WhatsApp {attachment.kind.value}"
         else:

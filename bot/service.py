@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot import commands as c
-from bot.audit import AuditEntry, AuditLog, Outcome
+from bot.audit import AuditLog
 from bot.config import Config
 from bot.errors import (
     AttachmentError,
@@ -35,7 +35,6 @@ from bot.replies import (
     NOT_ALLOWED,
     Reply,
     Result,
-    Role,
     describe_failure,
     history_line,
     send_result,
@@ -60,8 +59,9 @@ from bot.sends import (
     run_send,
 )
 from bot.storage import Storage, StoredPrompt, Thread
+from bot.vocabulary import AuditEntry, Channel, Outcome, UserRole
 
-__all__ = ["NOT_ALLOWED", "ButtonResult", "Reply", "Request", "Role", "Service"]
+__all__ = ["NOT_ALLOWED", "ButtonResult", "Reply", "Request", "Service"]
 
 CONFIRM_TTL_S = 300.0
 LANGUAGE_CACHE_S = 24 * 3600.0
@@ -131,7 +131,7 @@ class ButtonResult:
 class _Identity:
     user_id: int
     chat_id: int
-    role: Role
+    role: UserRole
 
 
 CommandObserver = Callable[[str, str, float], None]
@@ -168,13 +168,13 @@ class Service:
     def attach_scheduler(self, scheduler: Scheduler) -> None:
         self._scheduler = scheduler
 
-    def role(self, user_id: int, chat_id: int, private: bool) -> Role:
+    def role(self, user_id: int, chat_id: int, private: bool) -> UserRole:
         access = self.config.access
         if user_id in access.admins:
-            return Role.ADMIN
+            return UserRole.ADMIN
         if user_id in access.users and not private and chat_id in access.chats:
-            return Role.USER
-        return Role.STRANGER
+            return UserRole.USER
+        return UserRole.STRANGER
 
     # -- entry points -------------------------------------------------------------
 
@@ -234,7 +234,7 @@ class Service:
     def may_have_sent(self, request: Request) -> bool:
         """Whether handling ``request`` could have reached WhatsMate with a send (or a PDF
         job): what a replica that died mid-way must not run again. Pure: no I/O."""
-        if self._identity(request).role is Role.STRANGER:
+        if self._identity(request).role is UserRole.STRANGER:
             return False
         try:
             command = self._parse(request).command
@@ -277,7 +277,7 @@ class Service:
     ) -> tuple[Recipient, ...]:
         """Who a send goes to: numbers, contacts, groups, and the channel's gateway groups."""
         channel = command.channel if isinstance(command, c.SendText | c.SendMedia) else None
-        return self.config.address_book.resolve(command.to, channel or c.Channel.TELEGRAM)
+        return self.config.address_book.resolve(command.to, channel or Channel.TELEGRAM)
 
     def _recipient_names(self, request: Request) -> tuple[str, ...]:
         """The audit's names for the recipients of a request's send (none if unreadable)."""
@@ -311,7 +311,7 @@ class Service:
             return None
         started = time.perf_counter()
         admin = self.config.access.first_admin or 0
-        identity = _Identity(admin, schedule.chat_id, Role.ADMIN)
+        identity = _Identity(admin, schedule.chat_id, UserRole.ADMIN)
         request = Request(admin, schedule.chat_id, False, schedule.command)
         result = await self._handle(identity, request, confirmed=True)
         name = f"{c.command_name(schedule.command) or '?'} (schedule {schedule.name})"
@@ -324,11 +324,11 @@ class Service:
     # -- dispatch -----------------------------------------------------------------
 
     async def _handle(self, identity: _Identity, request: Request, confirmed: bool) -> Result:
-        if identity.role is Role.STRANGER:
+        if identity.role is UserRole.STRANGER:
             return Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
         try:
             parsed = self._parse(request)
-            if parsed.spec.access is c.Access.ADMIN and identity.role is not Role.ADMIN:
+            if parsed.spec.access is c.Access.ADMIN and identity.role is not UserRole.ADMIN:
                 return Result(Reply(NOT_ALLOWED, Outcome.DENIED), "admin only")
             return await self._execute(identity, parsed, request, confirmed)
         except UsageError as exc:
@@ -402,8 +402,8 @@ class Service:
             return None
         started = time.perf_counter()
         identity = self._identity(request)
-        name = "wa" if post.channel == "whatsapp" else "tg"
-        if identity.role is Role.STRANGER:
+        name = post.channel.command
+        if identity.role is UserRole.STRANGER:
             result = Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
         elif post.merged:
             text = (
@@ -415,8 +415,7 @@ class Service:
             result = Result(Reply("Only a text reply goes back; nothing was sent.", Outcome.USAGE))
         else:
             to = self.config.address_book.alias_of(post.number) or post.number
-            channel = c.Channel.WHATSAPP if name == "wa" else c.Channel.TELEGRAM
-            parsed = c.Parsed(c.SPECS[name], c.SendText(channel, to, request.text))
+            parsed = c.Parsed(c.SPECS[name], c.SendText(post.channel, to, request.text))
             result = await self._execute(identity, parsed, request, confirmed=False)
         self._finish(identity, f"/{name}", result, started)
         return result.reply
@@ -448,7 +447,7 @@ class Service:
             text = f"You are {identity.user_id} ({identity.role.value}) in chat {identity.chat_id}."
             return Result(Reply(text, Outcome.OK))
         if isinstance(command, c.Help):
-            access = c.Access.ADMIN if identity.role is Role.ADMIN else c.Access.MEMBER
+            access = c.Access.ADMIN if identity.role is UserRole.ADMIN else c.Access.MEMBER
             text = "Commands you may use:\n" + "\n".join(c.help_lines(access))
             return Result(Reply(text, Outcome.OK))
         if isinstance(command, c.SCHEDULE_COMMANDS):
@@ -503,7 +502,7 @@ class Service:
         return Result(reply, f"{len(rows)} codes")
 
     async def _history(self, identity: _Identity, count: int) -> Result:
-        only = None if identity.role is Role.ADMIN else identity.user_id
+        only = None if identity.role is UserRole.ADMIN else identity.user_id
         entries = await self._audit.recent(count, only)
         if not entries:
             return Result(Reply("No audit entries yet.", Outcome.OK), "0 entries")
@@ -530,7 +529,7 @@ class Service:
         if isinstance(command, c.ListIncidents):
             return Result(Reply(await self._pager.incidents_text(), Outcome.OK))
         if isinstance(command, c.Acknowledge):
-            answer = await self._pager.acknowledge(command.incident, who, c.Channel.TELEGRAM)
+            answer = await self._pager.acknowledge(command.incident, who, Channel.TELEGRAM)
         else:
             answer = await self._pager.silence(command.incident, command.seconds, who)
         outcome = Outcome.OK if answer.done else Outcome.ERROR
@@ -546,7 +545,7 @@ class Service:
         started = time.perf_counter()
         identity = _Identity(user_id, chat_id, self.role(user_id, chat_id, private=False))
         name = "/ack" if action == "ack" else "/silence"
-        if identity.role is Role.STRANGER:
+        if identity.role is UserRole.STRANGER:
             result = Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
         elif self._pager is None or action not in ("ack", "silence"):
             result = Result(Reply("This button is no longer in use.", Outcome.USAGE))

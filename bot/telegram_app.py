@@ -52,7 +52,6 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from bot import commands
-from bot.audit import Outcome
 from bot.bridge import Button
 from bot.commands import MediaKind
 from bot.errors import AttachmentError, PostFailed
@@ -65,6 +64,7 @@ from bot.schedules import Schedule, cron_trigger
 from bot.sends import FileRef
 from bot.service import CONFIRM_TTL_S, Reply, Request
 from bot.transport import AiohttpTransport
+from bot.vocabulary import Outcome, Role
 
 log = get_logger("bot.telegram")
 Context = ContextTypes.DEFAULT_TYPE
@@ -214,7 +214,7 @@ class TelegramFrontend:
     async def recover(self, app: App) -> None:
         """On becoming the poller: finish what a dead poller started. A send is answered
         ``outcome unknown`` (never sent again); anything else runs again."""
-        for entry in await self.storage.unfinished_updates(self.replica):
+        for entry in await self.storage.unfinished_updates(self.replica, time.time()):
             if entry.update_id in self._rerun:
                 continue  # already queued by an earlier takeover that did not finish
             update = Update.de_json(json.loads(entry.payload), app.bot)
@@ -241,7 +241,7 @@ class TelegramFrontend:
         post = replied and await self.storage.find_post(message.chat_id, replied.message_id)
         if not (self.service.may_have_sent(request) or post):
             return False
-        name = None if not post else "wa" if post.channel == "whatsapp" else "tg"
+        name = post.channel.command if post else None
         reply = await self.service.interrupted(request, name)
         await self.send(bot, message.chat_id, reply, reply_to=message.message_id)
         return True
@@ -551,17 +551,17 @@ async def serve(
         await app.start()
         await frontend.post_init(app)
 
-        def role() -> str:
-            return "webhook" if telegram.webhook_url else election.role
+        def role() -> Role:
+            return Role.WEBHOOK if telegram.webhook_url else election.role
 
         async def health() -> tuple[bool, dict[str, str]]:
             try:
                 await runtime.storage.ping()
             except Exception:
-                return False, {"role": role(), "storage": "unreachable"}
+                return False, {"role": role().value, "storage": "unreachable"}
             polling = app.updater is not None and app.updater.running
-            taking = role() != "poller" or polling
-            return taking and runtime.service.last_gateway_up is not False, {"role": role()}
+            taking = role() is not Role.POLLER or polling
+            return taking and runtime.service.last_gateway_up is not False, {"role": role().value}
 
         async def deliver(data: object) -> None:
             try:

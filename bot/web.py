@@ -79,8 +79,8 @@ def make_app(
         inbound = bridge
 
         async def accept(request: web.Request) -> web.Response:
-            channel = request.match_info["channel"]
-            if channel not in CHANNELS or not inbound.secret_matches(request.match_info["secret"]):
+            channel = CHANNELS.get(request.match_info["channel"])
+            if channel is None or not inbound.secret_matches(request.match_info["secret"]):
                 raise web.HTTPNotFound()
             if (request.content_length or 0) > MAX_BODY_BYTES:
                 return _refused(InboundRejected(413, f"body over {MAX_BODY_BYTES} bytes"))

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.commands import Channel
 from bot.config import load_config, parse_config
 from bot.errors import ConfigError, RecipientError
+from bot.vocabulary import Channel
 
 ENV = {
     "TELEGRAM_BOT_TOKEN": "111:tok",

@@ -75,10 +75,12 @@ def resolved(*instances: str) -> dict[str, Any]:
     )
 
 
-def advance(bot: BotUnderTest, seconds: float) -> None:
-    """Move the bot's clock; the runner looks at once."""
-    bot.clock.advance(seconds)
+async def advance(bot: BotUnderTest, seconds: float) -> None:
+    """Move the bot's clock once the sends in flight have ended (a jump past their lease
+    would read as a sender that died); the runner looks at once."""
     assert bot.runtime is not None and bot.runtime.pager is not None
+    await bot.runtime.pager.wait_sent()
+    bot.clock.advance(seconds)
     bot.runtime.pager.wake()
 
 
@@ -136,7 +138,7 @@ async def test_ack_by_whatsapp_reply_stops_the_paging(pager: BotUnderTest) -> No
     await notify(pager, firing("db-1"))
     await sends(pager, 1)
     opening, _ = await posts(pager, 2)
-    advance(pager, 190)
+    await advance(pager, 190)
     response = await reply_from(pager, ALICE, "ACK")
     assert response.status_code == 200
     (*_, ack) = await posts(pager, 3)
@@ -144,7 +146,7 @@ async def test_ack_by_whatsapp_reply_stops_the_paging(pager: BotUnderTest) -> No
         "acknowledged by alice on WhatsApp after 3m 10s",
         opening.message_id,
     )
-    advance(pager, 3600)
+    await advance(pager, 3600)
     await settled(pager)
     assert len(pager.whatsmate.sends()) == 1  # bob is never paged
     assert await answer(pager, "/incidents", USER) == (
@@ -163,9 +165,9 @@ async def test_nobody_answers_every_step_and_repeat_in_order(pager: BotUnderTest
     await posts(pager, 2)
     state = await answer(pager, "/incidents", USER)
     assert state.endswith("— paging, step 2 of 6")
-    advance(pager, 300)
+    await advance(pager, 300)
     await sends(pager, 3)  # bob on Telegram, then the repeat begins: alice again at once
-    advance(pager, 300)
+    await advance(pager, 300)
     got = await sends(pager, 4)
     assert got == [
         (WA, {"number": ALICE, "message": page(1)}),
@@ -183,7 +185,7 @@ async def test_nobody_answers_every_step_and_repeat_in_order(pager: BotUnderTest
     assert sorted(t for t in texts if t.startswith("paged")) == sorted(
         ["paged bob on Telegram: Message sent"] * 2 + ["paged alice on WhatsApp: queued"]
     )
-    advance(pager, 3600)
+    await advance(pager, 3600)
     await settled(pager)
     assert len(pager.whatsmate.sends()) == 4
     state = await answer(pager, "/incidents", USER)
@@ -197,7 +199,7 @@ async def test_the_button_refuses_a_stranger_then_takes_a_user(pager: BotUnderTe
     telegram.press(opening, "Acknowledge", user=STRANGER)
     await telegram.wait_for(lambda: len(telegram.callback_answers) == 1)
     assert "not allowed" in telegram.callback_answers[0]["text"]
-    advance(pager, 60)
+    await advance(pager, 60)
     telegram.press(opening, "Acknowledge", user=USER)
     await telegram.wait_for(lambda: len(telegram.callback_answers) == 2)
     assert telegram.callback_answers[1]["text"] == (
@@ -208,7 +210,7 @@ async def test_the_button_refuses_a_stranger_then_takes_a_user(pager: BotUnderTe
         "acknowledged by user1002 on Telegram after 1m",
         opening.message_id,
     )
-    advance(pager, 600)
+    await advance(pager, 600)
     await settled(pager)
     assert len(pager.whatsmate.sends()) == 1
     assert len(telegram.replies(TEAM)) == 3
@@ -232,7 +234,7 @@ async def test_resolved_tells_the_chat_and_everyone_paged(pager: BotUnderTest) -
     await notify(pager, firing("db-1"))
     await sends(pager, 1)
     opening, _ = await posts(pager, 2)
-    advance(pager, 190)
+    await advance(pager, 190)
     assert (await notify(pager, resolved("db-1"))).status_code == 200
     got = await sends(pager, 2)
     assert got[1] == (WA, {"number": ALICE, "message": f"RESOLVED #1 HighCPU: {CPU}"})
@@ -242,7 +244,7 @@ async def test_resolved_tells_the_chat_and_everyone_paged(pager: BotUnderTest) -
         ("RESOLVED #1 HighCPU: resolved after 3m 10s", opening.message_id),
         ("RESOLVED sent to alice on WhatsApp: queued", opening.message_id),
     }
-    advance(pager, 600)
+    await advance(pager, 600)
     await settled(pager)
     assert len(pager.whatsmate.sends()) == 2  # bob is never paged for a resolved incident
     assert await answer(pager, "/incidents", USER) == "No open incidents."
@@ -378,7 +380,7 @@ async def test_metrics_count_notifications_pages_and_acks(pager: BotUnderTest) -
     await notify(pager, firing("db-1"))
     await sends(pager, 1)
     await posts(pager, 2)
-    advance(pager, 90)
+    await advance(pager, 90)
     await reply_from(pager, ALICE, "ack")
     await posts(pager, 3)
     async with httpx.AsyncClient() as client:

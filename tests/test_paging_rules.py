@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from bot.commands import Channel
 from bot.config import Escalation, PageStep, WaitStep
 from bot.errors import InboundRejected
 from bot.paging import incidents as rules
 from bot.paging.intake import AlertStatus, Notification, parse_notification
 from bot.recipients import Recipient
+from bot.vocabulary import Channel
 from tests.alertmanager import webhook_alert, webhook_body
 
 ALICE = Recipient("alice", "4412345678")

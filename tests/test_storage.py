@@ -10,17 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.storage import (
-    Arrival,
-    AuditEntry,
-    Outcome,
-    SqliteStorage,
-    Storage,
-    StoredPrompt,
-    StoredSchedule,
-    Thread,
-)
-from bot.storage_pg import PostgresStorage
+from bot.storage import Arrival, Storage, StoredPrompt, StoredSchedule, Thread
+from bot.storage.postgres import PostgresDriver
+from bot.storage.sqlite import SqliteDriver
+from bot.vocabulary import AuditEntry, Channel, Outcome
 from tests.conftest import fresh_database
 
 NOW = 1_800_000_000.0
@@ -29,26 +22,30 @@ NOW = 1_800_000_000.0
 @pytest.fixture(params=["sqlite", "postgres"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     if request.param == "sqlite":
-        opened: Storage = SqliteStorage(tmp_path / "state.sqlite3")
+        opened = await Storage.open(await SqliteDriver.open(tmp_path / "state.sqlite3"))
     else:
         url = await fresh_database(request.getfixturevalue("postgres"))
-        opened = await PostgresStorage.connect(url)
+        opened = await Storage.open(await PostgresDriver.connect(url))
     yield opened
     await opened.aclose()
 
 
 @pytest.fixture
-async def two_replicas(database_url: str) -> AsyncIterator[tuple[PostgresStorage, PostgresStorage]]:
+async def two_replicas(database_url: str) -> AsyncIterator[tuple[Storage, Storage]]:
     first, second = await asyncio.gather(
-        PostgresStorage.connect(database_url), PostgresStorage.connect(database_url)
+        replica(database_url), replica(database_url)
     )  # both create the schema at once
     yield first, second
     await first.aclose()
     await second.aclose()
 
 
+async def replica(url: str) -> Storage:
+    return await Storage.open(await PostgresDriver.connect(url))
+
+
 async def accept(storage: Storage, body: str, digest: str, now: float = NOW) -> int | None:
-    arrival = Arrival("whatsapp", "4412345678", body, digest, now, now - 120, now - 86400, -1)
+    arrival = Arrival(Channel.WHATSAPP, "4412345678", body, digest, now, now - 120, now - 86400, -1)
     return await storage.accept_inbound(arrival)
 
 
@@ -115,14 +112,49 @@ async def test_update_journal(storage: Storage) -> None:
     assert not await storage.record_update(1, "b", '{"update_id": 1}', NOW)
     assert await storage.record_update(2, "a", '{"update_id": 2}', NOW)
     await storage.finish_update(1)
-    assert [(e.update_id, e.owner) for e in await storage.unfinished_updates("b")] == [(2, "a")]
-    assert await storage.unfinished_updates("a") == []
+    assert [(e.update_id, e.owner) for e in await storage.unfinished_updates("b", NOW)] == [
+        (2, "a")
+    ]
+    assert await storage.unfinished_updates("a", NOW) == []
     assert await storage.record_update(1, "c", "{}", NOW + 49 * 3600)  # ids kept 48 h
     await storage.ping()
 
 
+DAY = 24 * 3600.0
+
+
+async def test_a_journal_entry_older_than_a_day_is_never_replayed(storage: Storage) -> None:
+    assert await storage.record_update(1, "a", "{}", NOW)
+    assert await storage.record_update(2, "a", "{}", NOW + 3600)
+    assert [e.update_id for e in await storage.unfinished_updates("b", NOW + DAY + 1)] == [2]
+    assert await storage.unfinished_updates("b", NOW + 3 * DAY) == []
+
+
+async def test_prune_drops_what_has_served_its_time(storage: Storage) -> None:
+    assert await storage.record_update(1, "a", "{}", NOW)
+    await storage.finish_update(1)
+    await storage.record_threads(["4412345678"], Thread(-100, 55), NOW)
+    assert await accept(storage, "to post", "d1") == -100
+    (posted,) = await storage.claim_inbound(-100, NOW, 15)
+    await storage.mark_posted([posted.id], 901, NOW)
+    assert await accept(storage, "still waiting", "d2") == -100
+    await storage.save_prompt(StoredPrompt("tok", NOW, 7, "{}"))
+    assert await storage.claim_slot("s1", "#1", NOW)
+    assert await storage.prune(NOW + 60) == 0
+    assert await storage.prune(NOW + DAY + 60) == 2  # the thread (24 h), the prompt (1 h)
+    assert await storage.peek_prompt("tok") is None
+    assert await storage.find_post(-100, 901) is not None  # a reply to it goes back a week
+    assert not await storage.record_update(1, "b", "{}", NOW + DAY + 60)  # ids kept 48 h
+    assert await storage.prune(NOW + 8 * DAY) == 3  # the update id, the post, the slot
+    assert await storage.find_post(-100, 901) is None
+    assert await storage.claim_slot("s1", "#1", NOW + 8 * DAY)
+    assert [m.body for m in await storage.claim_inbound(-100, NOW + 8 * DAY, 15)] == [
+        "still waiting"
+    ]  # never posted: kept however old
+
+
 async def test_one_claim_wins_across_replicas(
-    two_replicas: tuple[PostgresStorage, PostgresStorage],
+    two_replicas: tuple[Storage, Storage],
 ) -> None:
     first, second = two_replicas
     await first.save_prompt(StoredPrompt("tok", NOW, 7, "{}"))
@@ -143,7 +175,7 @@ async def test_one_claim_wins_across_replicas(
 
 
 async def test_one_poller_and_a_standby_that_takes_over(
-    two_replicas: tuple[PostgresStorage, PostgresStorage],
+    two_replicas: tuple[Storage, Storage],
 ) -> None:
     first, second = two_replicas
     assert await first.try_poller()

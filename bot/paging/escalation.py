@@ -29,9 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.audit import AuditEntry, AuditLog, Outcome
+from bot.audit import AuditLog
 from bot.bridge import Post
-from bot.commands import Channel, SendText
+from bot.commands import SendText
 from bot.config import AlertsConfig, EscalationStep
 from bot.errors import AlertmanagerError, LimitExceeded
 from bot.gateway import WhatsMate
@@ -40,10 +40,11 @@ from bot.paging import incidents as rules
 from bot.paging.alertmanager import Alertmanager
 from bot.paging.intake import parse_notification
 from bot.paging.posts import IncidentPoster
-from bot.paging.store import NewReply, PagingStore, SendDone, SendKind, SendRow
 from bot.recipients import AddressBook, Recipient, looks_like_number, mask
 from bot.replies import SendLine
 from bot.sends import plan_send, run_send
+from bot.storage.paging import NewReply, PagingStore, SendDone, SendKind, SendRow
+from bot.vocabulary import AuditEntry, Channel, Outcome
 
 SCAN_EVERY_S = 2.0  # look for steps due on incidents another replica opened this often
 DUE_BATCH = 500
@@ -304,7 +305,7 @@ class Pager:
 
     # -- answers ------------------------------------------------------------------------
 
-    async def inbound_ack(self, channel: str, number: str, message: str) -> bool:
+    async def inbound_ack(self, via: Channel, number: str, message: str) -> bool:
         """A message back from a paged number whose first word is ``ack``: True when it
         acknowledged (or was told who already had); False: an ordinary inbound message."""
         match = _ACK.match(message)
@@ -315,7 +316,6 @@ class Pager:
         if incident is None:
             return False
         who = self._book.alias_of(number) or mask(number)
-        via = Channel.WHATSAPP if channel == "whatsapp" else Channel.TELEGRAM
         answer = await self.acknowledge(incident, who, via)
         if not answer.done:  # already taken: said under the post, where the team reads it
             await self.report_under(incident, f"{who} on {via.label}: ack — {answer.text}")

@@ -21,10 +21,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from bot.commands import Channel
 from bot.config import Escalation, EscalationStep, PageStep, WaitStep
 from bot.paging.intake import Alert, Notification
 from bot.recipients import Recipient
+from bot.vocabulary import Channel
 
 LISTED_ALERTS = 10  # the opening post names this many alerts, then "and N more"
 ACK_HINT = "Reply ACK to acknowledge"

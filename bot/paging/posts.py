@@ -22,7 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from bot.bridge import Button, Post
 from bot.errors import PostFailed
 from bot.logs import get_logger
-from bot.paging.store import PagingStore, PostRow
+from bot.storage.paging import PagingStore, PostRow
 
 LEASE_S = 60.0  # a replica that takes posts holds them this long
 SCAN_EVERY_S = 5.0  # look for posts another replica stored (or left) this often

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from bot.commands import Channel
 from bot.paging.incidents import (
     Ack,
     Decision,
@@ -29,53 +28,9 @@ from bot.paging.incidents import (
     merged_line,
 )
 from bot.recipients import Recipient
-from bot.storage_driver import Connection, Dialect, Driver
+from bot.storage.driver import Connection, Driver
+from bot.vocabulary import Channel
 
-PAGING_SCHEMA = """
-CREATE TABLE IF NOT EXISTS incidents (
-    number {id},
-    grp TEXT NOT NULL,
-    is_open INTEGER NOT NULL,
-    due DOUBLE PRECISION,
-    opened_at DOUBLE PRECISION NOT NULL,
-    chat_id BIGINT NOT NULL,
-    post_id BIGINT,
-    state TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS incidents_open_group ON incidents (grp) WHERE is_open = 1;
-CREATE INDEX IF NOT EXISTS incidents_due ON incidents (due);
-CREATE TABLE IF NOT EXISTS incident_sends (
-    id {id},
-    incident BIGINT NOT NULL,
-    kind TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    written TEXT NOT NULL,
-    number TEXT NOT NULL,
-    gateway_group TEXT,
-    channel TEXT NOT NULL,
-    body TEXT,
-    state TEXT NOT NULL,
-    owner TEXT,
-    lease_until DOUBLE PRECISION,
-    outcome TEXT,
-    created DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS incident_sends_state ON incident_sends (state, id);
-CREATE INDEX IF NOT EXISTS incident_sends_number ON incident_sends (number, incident);
-CREATE TABLE IF NOT EXISTS incident_posts (
-    id {id},
-    incident BIGINT NOT NULL,
-    chat_id BIGINT NOT NULL,
-    opening INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    line TEXT NOT NULL,
-    silence INTEGER NOT NULL,
-    posted DOUBLE PRECISION,
-    post_id BIGINT,
-    claimed_until DOUBLE PRECISION
-);
-CREATE INDEX IF NOT EXISTS incident_posts_waiting ON incident_posts (posted, id);
-"""
 _EVER = 1e300  # later than any lease
 
 
@@ -128,8 +83,6 @@ class NewReply:
 Opener = Callable[[Incident | None, int], Decision | None]
 Change = Callable[[Incident], Decision | Refused]
 
-_CHANNELS = {c.value: c for c in Channel}
-
 
 def incident_to_json(incident: Incident) -> str:
     ack = incident.ack
@@ -160,7 +113,7 @@ def incident_from_json(text: str) -> Incident:
     ack = data.pop("ack")
     return Incident(
         **data,
-        ack=Ack(ack["by"], _CHANNELS[ack["via"]], ack["at"]) if ack else None,
+        ack=Ack(ack["by"], Channel(ack["via"]), ack["at"]) if ack else None,
     )
 
 
@@ -182,7 +135,7 @@ class PagingStore:
         """
         async with self._db.transaction(lock=f"incident:{group}") as tx:
             row = await tx.fetchone(
-                f"SELECT state FROM incidents WHERE grp = ? AND is_open = 1{self._for_update}",
+                f"SELECT state FROM incidents WHERE grp = ? AND is_open{self._for_update}",
                 group,
             )
             current = incident_from_json(row[0]) if row else None
@@ -192,7 +145,7 @@ class PagingStore:
                     return None
                 created = await tx.fetchone(
                     "INSERT INTO incidents (grp, is_open, opened_at, chat_id, state)"
-                    " VALUES (?, 1, ?, ?, '{}') RETURNING number",
+                    " VALUES (?, TRUE, ?, ?, '{}') RETURNING number",
                     group,
                     now,
                     chat_id,
@@ -238,19 +191,17 @@ class PagingStore:
 
     @property
     def _for_update(self) -> str:
-        """Row locks for read-then-write on PostgreSQL (SQLite's BEGIN IMMEDIATE
-        already serialises every writer)."""
-        return "" if self._db.dialect is Dialect.SQLITE else " FOR UPDATE"
+        return self._db.dialect.for_update
 
     @property
     def _skip_locked(self) -> str:
-        return "" if self._db.dialect is Dialect.SQLITE else " FOR UPDATE SKIP LOCKED"
+        return self._db.dialect.skip_locked
 
     async def _save(self, tx: Connection, decision: Decision, chat_id: int, now: float) -> None:
         incident = decision.incident
         await tx.execute(
             "UPDATE incidents SET is_open = ?, due = ?, state = ? WHERE number = ?",
-            1 if incident.open else 0,
+            incident.open,
             incident.due,
             incident_to_json(incident),
             incident.number,
@@ -262,10 +213,10 @@ class PagingStore:
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     incident.number,
                     chat_id,
-                    1 if isinstance(effect, Post) else 0,
+                    isinstance(effect, Post),
                     effect.text,
                     merged_line(effect, incident),
-                    1 if isinstance(effect, Post) and effect.silence else 0,
+                    isinstance(effect, Post) and effect.silence,
                 )
             elif isinstance(effect, Page):
                 await tx.executemany(
@@ -283,7 +234,8 @@ class PagingStore:
                     "INSERT INTO incident_sends (incident, kind, step, written, number,"
                     " gateway_group, channel, body, state, created)"
                     " SELECT incident, 'resolved', -1, MIN(written), number, gateway_group,"
-                    " channel, ?, 'waiting', ? FROM incident_sends"
+                    " channel, CAST(? AS TEXT), 'waiting', CAST(? AS DOUBLE PRECISION)"
+                    " FROM incident_sends"
                     " WHERE incident = ? AND kind = 'page'"
                     " AND (outcome IS NULL OR outcome IN ('ok', 'unknown', 'dry-run'))"
                     " GROUP BY incident, number, gateway_group, channel",
@@ -297,11 +249,11 @@ class PagingStore:
         return incident_from_json(row[0]) if row else None
 
     async def open_incidents(self) -> list[Incident]:
-        rows = await self._db.fetch("SELECT state FROM incidents WHERE is_open = 1 ORDER BY number")
+        rows = await self._db.fetch("SELECT state FROM incidents WHERE is_open ORDER BY number")
         return [incident_from_json(row[0]) for row in rows]
 
     async def count_open(self) -> int:
-        row = await self._db.fetchone("SELECT COUNT(*) FROM incidents WHERE is_open = 1")
+        row = await self._db.fetchone("SELECT COUNT(*) FROM incidents WHERE is_open")
         return int(row[0]) if row else 0
 
     async def next_due(self) -> float | None:
@@ -312,7 +264,7 @@ class PagingStore:
         """The open incident that paged ``number`` (the latest; or ``incident``, if it did)."""
         sql = (
             "SELECT s.incident FROM incident_sends s JOIN incidents i ON i.number = s.incident"
-            " WHERE s.number = ? AND s.kind = 'page' AND i.is_open = 1"
+            " WHERE s.number = ? AND s.kind = 'page' AND i.is_open"
         )
         args: tuple[object, ...] = (number,)
         if incident is not None:
@@ -357,7 +309,7 @@ class PagingStore:
         """Sends taken by a replica that died before it knew how they ended: answered
         ``unknown``, never made again. On SQLite one process owns the file, so at start
         everything still taken was taken by a process that is gone."""
-        cutoff = _EVER if starting and self._db.dialect is Dialect.SQLITE else now
+        cutoff = _EVER if starting and self._db.dialect.one_process else now
         async with self._db.transaction(lock="incident-sends") as tx:
             rows = await tx.fetch(
                 f"SELECT {_SEND_COLUMNS} FROM incident_sends"
@@ -385,7 +337,7 @@ class PagingStore:
             incident = incident_from_json(found[0])
             await tx.execute(
                 "INSERT INTO incident_posts (incident, chat_id, opening, body, line, silence)"
-                " VALUES (?, ?, 0, ?, ?, 0)",
+                " VALUES (?, ?, FALSE, ?, ?, FALSE)",
                 reply.incident,
                 int(found[1]),
                 reply.text,
@@ -396,7 +348,8 @@ class PagingStore:
         """Answers from the numbers an incident reached land under its post."""
         await tx.execute(
             "INSERT INTO threads (number, chat_id, message_id, at)"
-            " SELECT s.number, MIN(i.chat_id), MIN(i.post_id), ? FROM incident_sends s"
+            " SELECT s.number, MIN(i.chat_id), MIN(i.post_id), CAST(? AS DOUBLE PRECISION)"
+            " FROM incident_sends s"
             " JOIN incidents i ON i.number = s.incident"
             " WHERE s.incident = ? AND i.post_id IS NOT NULL AND s.gateway_group IS NULL"
             " AND s.outcome IN ('ok', 'unknown', 'dry-run') GROUP BY s.number"
@@ -464,6 +417,6 @@ def _send(row: Sequence[Any]) -> SendRow:
         SendKind(kind),
         int(step),
         Recipient(written, number, group),
-        _CHANNELS[channel],
+        Channel(channel),
         body or "",
     )
