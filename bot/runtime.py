@@ -110,6 +110,7 @@ async def open_runtime(
                     max_concurrency=wa.max_concurrency,
                     alertmanager=Alertmanager(http, url) if url else None,
                     observer=metrics,
+                    posts_per_minute=config.telegram.messages_per_minute_per_group,
                 )
             service = Service(
                 config,

@@ -395,3 +395,69 @@ async def test_metrics_count_notifications_pages_and_acks(pager: BotUnderTest) -
         "whatsmate_bot_open_incidents 1.0",
     ):
         assert line in text, line
+
+
+async def test_a_storm_of_100_groups_under_telegrams_real_group_limit(
+    make_bot: BotUnderTest,
+) -> None:
+    """Every answer 200 at once, every first page within seconds, and all 100 incidents
+    visible in at most 30 posts: Telegram allows about 20 a minute in a group."""
+    real_limits = {"messages_per_second": 30, "messages_per_minute_per_group": 20}
+    bot = await make_bot.start(**paging_config(free_port()), telegram=real_limits)
+    bodies = [
+        webhook_body(webhook_alert("db-1", f"storm {n}", alertname=f"Storm{n}"), group=f"Storm{n}")
+        for n in range(100)
+    ]
+    started = time.perf_counter()
+    responses = await asyncio.gather(*(notify(bot, body) for body in bodies))
+    assert [r.status_code for r in responses] == [200] * 100
+    assert time.perf_counter() - started < 5
+    await sends(bot, 100)
+    assert time.perf_counter() - started < 10
+    assert {r.json()["message"].split("\n")[0] for r in bot.whatsmate.sends()} == {
+        f"FIRING #{n} Storm{n - 1}: storm {n - 1}" for n in range(1, 101)
+    }
+
+    def visible() -> set[str]:
+        return {
+            line.split()[1]
+            for p in bot.telegram.replies(TEAM)
+            for line in p.text.splitlines()
+            if line.startswith("FIRING #")
+        }
+
+    await bot.telegram.wait_for(lambda: len(visible()) == 100, timeout=30)
+    assert len(bot.telegram.replies(TEAM)) <= 30
+
+
+async def test_silence_errors_are_one_line_and_paging_goes_on(make_bot: BotUnderTest) -> None:
+    """An Alertmanager that refuses (here: a server answering 401) or that is not there."""
+    bot = await make_bot.start(
+        **paging_config(free_port(), alertmanager_url=make_bot.whatsmate.url)
+    )
+    await notify(bot, firing("db-1"))
+    opening, _ = await posts(bot, 2)
+    assert [label for label, _ in opening.buttons] == ["Acknowledge", "Silence 1h"]
+    refused = await answer(bot, "/silence 1 2h")
+    assert refused == (
+        "Not silenced: Alertmanager refused the silence: HTTP 401: Invalid client id or "
+        "secret. Paging goes on."
+    )
+    bot.telegram.press(opening, "Silence 1h", user=USER)
+    await bot.telegram.wait_for(lambda: len(bot.telegram.callback_answers) == 1)
+    assert bot.telegram.callback_answers[0]["text"].startswith("Not silenced: Alertmanager")
+    (*_, said) = await posts(bot, 4)
+    assert said.reply_to == opening.message_id and said.text.startswith("user1002: Not silenced")
+    await advance(bot, 300)
+    await sends(bot, 2)  # bob is paged: the escalation did not stop
+    usage = await answer(bot, "/silence 1 forever")
+    assert usage.startswith("Usage: /silence <n> <duration>")
+
+
+async def test_without_alertmanager_url_there_is_no_silence_button(pager: BotUnderTest) -> None:
+    await notify(pager, firing("db-1"))
+    opening, _ = await posts(pager, 2)
+    assert [label for label, _ in opening.buttons] == ["Acknowledge"]
+    assert await answer(pager, "/silence 1 1h") == (
+        "Silencing needs alerts.alertmanager_url in the config."
+    )

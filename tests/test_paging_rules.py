@@ -12,7 +12,9 @@ from bot.config import Escalation, PageStep, WaitStep
 from bot.errors import InboundRejected
 from bot.paging import incidents as rules
 from bot.paging.intake import AlertStatus, Notification, parse_notification
+from bot.paging.posts import plan
 from bot.recipients import Recipient
+from bot.storage.paging import PostRow
 from bot.vocabulary import Channel
 from tests.alertmanager import webhook_alert, webhook_body
 
@@ -218,3 +220,39 @@ def test_silence_stops_the_escalation() -> None:
 )
 def test_durations(seconds: int, text: str) -> None:
     assert rules.duration_text(seconds) == text
+
+
+# -- posts into the chat -------------------------------------------------------------------
+
+
+def row(id_: int, incident: int, opening: bool, post: int | None = None) -> PostRow:
+    body = f"FIRING #{incident} X" if opening else f"paged alice on WhatsApp: queued ({id_})"
+    line = f"FIRING #{incident} X — /ack {incident}" if opening else f"#{incident}: {body}"
+    return PostRow(id_, incident, -100, opening, body, line, True, post)
+
+
+def test_within_the_allowance_each_opening_goes_alone_with_its_buttons() -> None:
+    planned = plan([row(1, 1, True), row(2, 2, True), row(3, 1, False)], allowance=20)
+    assert planned is not None
+    assert [r.id for r in planned.rows] == [1]
+    assert [b.label for b in planned.buttons] == ["Acknowledge", "Silence 1h"]
+
+
+def test_replies_of_one_incident_go_under_its_post() -> None:
+    planned = plan([row(3, 1, False, post=77), row(4, 1, False, post=77)], allowance=20)
+    assert planned is not None and planned.reply_to == 77 and len(planned.rows) == 2
+    assert plan([row(3, 1, False)], allowance=20) is None  # its opening is not posted yet
+
+
+def test_beyond_the_allowance_everything_is_merged_with_ack_commands() -> None:
+    rows = [row(n, n, True) for n in range(1, 5)] + [row(9, 1, False)]
+    planned = plan(rows, allowance=3)
+    assert planned is not None and planned.buttons == () and planned.reply_to is None
+    assert planned.text.splitlines() == [
+        "5 incident updates (merged under Telegram's limit; /incidents lists all):",
+        "FIRING #1 X — /ack 1",
+        "FIRING #2 X — /ack 2",
+        "FIRING #3 X — /ack 3",
+        "FIRING #4 X — /ack 4",
+        "#1: paged alice on WhatsApp: queued (9)",
+    ]

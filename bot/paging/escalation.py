@@ -100,6 +100,7 @@ class Pager:
         max_concurrency: int = 20,
         alertmanager: Alertmanager | None = None,
         observer: PagingObserver | None = None,
+        posts_per_minute: float = 20,
     ) -> None:
         self.alerts = alerts
         self._store = store
@@ -112,7 +113,7 @@ class Pager:
         self._max_concurrency = max_concurrency
         self._alertmanager = alertmanager
         self._observer = observer
-        self.poster = IncidentPoster(store, clock)
+        self.poster = IncidentPoster(store, clock, posts_per_minute)
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,42 +47,57 @@ class Planned:
     buttons: tuple[Button, ...] = ()
 
 
-def plan(rows: Sequence[PostRow]) -> Planned | None:
+def plan(rows: Sequence[PostRow], allowance: int) -> Planned | None:
     """The next post of what waits (oldest first); None when nothing can go yet.
 
-    One opening post goes alone, with its buttons; replies of one incident go under its
-    post; anything more is merged into one post listing it all.
+    Each opening post is a post of its own (with its buttons), and the replies of one
+    incident go under its post, while the chat's ``allowance`` of posts covers them;
+    beyond it everything waiting is merged into one post listing it all.
     """
     if not rows:
         return None
     chat = rows[0].chat_id
     here = [r for r in rows if r.chat_id == chat]
-    openings = [r for r in here if r.opening]
-    opened = {r.incident for r in openings}
-    replies = [r for r in here if not r.opening and (r.incident_post or r.incident in opened)]
-    if len(openings) == 1:
-        (opening,) = openings
-        return Planned(
-            (opening,), chat, opening.body, None, buttons_for(opening.incident, opening.silence)
-        )
-    if not openings:
-        if not replies:
-            return None
-        posts = {r.incident_post for r in replies}
-        if len(posts) == 1:
-            return Planned(tuple(replies), chat, "\n".join(r.body for r in replies), posts.pop())
-    taken = [*openings, *replies]
-    header = f"{len(taken)} incident updates (merged under Telegram's limit; /incidents lists all):"
-    return Planned(tuple(taken), chat, "\n".join([header, *(r.line for r in taken)]), None)
+    opened = {r.incident for r in here if r.opening}
+    eligible = [r for r in here if r.opening or r.incident_post or r.incident in opened]
+    units: dict[tuple[bool, int], list[PostRow]] = {}
+    for row in eligible:
+        if row.opening or row.incident not in opened:
+            units.setdefault((row.opening, row.incident), []).append(row)
+    if not units:
+        return None
+    if len(units) <= max(1, allowance):
+        (opening, _), first = next(iter(units.items()))
+        if opening:
+            (row,) = first
+            buttons = buttons_for(row.incident, row.silence)
+            return Planned((row,), chat, row.body, None, buttons)
+        text = "\n".join(r.body for r in first)
+        return Planned(tuple(first), chat, text, first[0].incident_post)
+    header = (
+        f"{len(eligible)} incident updates (merged under Telegram's limit; /incidents lists all):"
+    )
+    return Planned(tuple(eligible), chat, "\n".join([header, *(r.line for r in eligible)]), None)
 
 
 class IncidentPoster:
     """Posts what the incidents owe the chat, now and whenever more is stored."""
 
-    def __init__(self, store: PagingStore, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, store: PagingStore, clock: Callable[[], float], per_minute: float = 20
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._per_minute = per_minute
+        self._posted: dict[int, deque[float]] = defaultdict(deque)  # chat -> post times
         self._wake = asyncio.Event()
+
+    def _allowance(self, chat: int) -> int:
+        """How many more posts the chat takes this minute (Telegram's group limit)."""
+        posted, now = self._posted[chat], time.monotonic()
+        while posted and posted[0] < now - 60:
+            posted.popleft()
+        return int(self._per_minute) - len(posted)
 
     def wake(self) -> None:
         self._wake.set()
@@ -109,7 +125,7 @@ class IncidentPoster:
         """Post everything that can go now (also the demo's one-shot way)."""
         while True:
             rows = await self._store.claim_posts(self._clock(), LEASE_S)
-            planned = plan(rows)
+            planned = plan(rows, self._allowance(rows[0].chat_id) if rows else 0)
             taken = {r.id for r in planned.rows} if planned else set()
             left = [r.id for r in rows if r.id not in taken]
             if left:
@@ -124,5 +140,6 @@ class IncidentPoster:
                 await self._store.release_posts(sorted(taken))
                 log.warning("incident_post_failed", chat=planned.chat_id, rows=len(taken))
                 raise
+            self._posted[planned.chat_id].append(time.monotonic())
             # Wall-clock time: the bridge reads threads (where answers land) on it.
             await self._store.mark_posted(planned.rows, post_id, time.time())
