@@ -59,7 +59,7 @@ def plan(rows: Sequence[PostRow], allowance: int) -> Planned | None:
     chat = rows[0].chat_id
     here = [r for r in rows if r.chat_id == chat]
     opened = {r.incident for r in here if r.opening}
-    eligible = [r for r in here if r.opening or r.incident_post or r.incident in opened]
+    eligible = [r for r in here if r.opening or r.incident_post is not None or r.incident in opened]
     units: dict[tuple[bool, int], list[PostRow]] = {}
     for row in eligible:
         if row.opening or row.incident not in opened:
