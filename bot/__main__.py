@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from bot.config import Config, load_config
 from bot.errors import BotError, ConfigError, GatewayError, StorageUnavailable
-from bot.logs import configure_logging, get_logger
+from bot.logs import configure_logging, get_logger, redact
 from bot.vocabulary import Outcome
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -79,16 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(fmt=config.log.format, level=config.log.level, secrets=config.secrets)
-    if args.action == "run":
-        return asyncio.run(_run(config))
-    if args.action == "check":
-        return asyncio.run(_check(config))
-    return asyncio.run(_exec(config, args.command, args.yes))
+    try:
+        if args.action == "run":
+            return asyncio.run(_run(config))
+        if args.action == "check":
+            return asyncio.run(_check(config))
+        return asyncio.run(_exec(config, args.command, args.yes))
+    except ConfigError as exc:  # found on opening (a database.url asyncpg refuses)
+        print(f"config error: {redact(str(exc), config.secrets)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 async def _run(config: Config) -> int:
+    from bot.lifecycle import Lifecycle
     from bot.runtime import open_runtime
-    from bot.telegram_app import build_application, serve
+    from bot.telegram_app import TelegramFrontend
 
     log = get_logger("bot")
     stop = asyncio.Event()
@@ -103,9 +108,8 @@ async def _run(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal, number)
-    async with open_runtime(config) as runtime:
-        app, frontend = build_application(runtime)
-        await serve(app, frontend, runtime, stop)
+    async with open_runtime(config, serving=True) as runtime:
+        await Lifecycle.of_bot(runtime, TelegramFrontend(runtime)).run(stop)
     log.info("stopped")
     return EXIT_OK
 
@@ -159,10 +163,10 @@ def entry() -> None:
     try:
         sys.exit(main())
     except StorageUnavailable as exc:  # the database is down: a failure, not a usage error
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(EXIT_FAILURE)
     except BotError as exc:  # pragma: no cover - a last line of defence, one line only
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 

@@ -19,8 +19,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,10 +26,12 @@ from typing import Protocol
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from bot.audit import AuditLog
+from bot.clock import Clock
 from bot.errors import InboundRejected, PostFailed
 from bot.logs import get_logger
 from bot.recipients import AddressBook, clean_number, mask
 from bot.storage import Arrival, InboundMessage, Storage
+from bot.untrusted import decode_json_object, same_secret
 from bot.vocabulary import AuditEntry, Channel, Outcome
 
 CHANNELS = {channel.value: channel for channel in Channel}  # as inbound URLs spell them
@@ -54,9 +54,9 @@ class Button:
 class Post(Protocol):
     """The front end's way into the chat, for the bridge and incident paging."""
 
-    async def __call__(
+    def __call__(
         self, chat_id: int, text: str, reply_to: int | None, buttons: Sequence[Button] = ()
-    ) -> int:
+    ) -> Awaitable[int]:
         """Post ``text`` in chat ``chat_id`` (as a reply to a message id, if given, with
         ``buttons`` under it); returns the id of the message a reply to the post would
         answer. Raises ``PostFailed``."""
@@ -82,12 +82,7 @@ def parse_inbound(raw: bytes) -> tuple[str, str]:
     """``(number, message)`` of an inbound body, or ``InboundRejected`` saying why not."""
     if len(raw) > MAX_BODY_BYTES:
         raise InboundRejected(413, f"body over {MAX_BODY_BYTES} bytes")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise InboundRejected(400, "body is not JSON") from None
-    if not isinstance(data, dict):
-        raise InboundRejected(400, "body is not a JSON object")
+    data = decode_json_object(raw)
     number = data.get("number")
     digits = clean_number(str(number)) if isinstance(number, str | int) else None
     if isinstance(number, bool) or digits is None:
@@ -109,7 +104,7 @@ class Bridge:
         secret: str,
         default_chat: int,
         address_book: AddressBook,
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
         observe: InboundObserver | None = None,
         acknowledge: Acknowledger | None = None,
     ) -> None:
@@ -126,7 +121,7 @@ class Bridge:
 
     def secret_matches(self, given: str) -> bool:
         """Constant-time comparison of the secret part of an inbound URL."""
-        return hmac.compare_digest(given.encode(), self._secret.encode())
+        return same_secret(given, self._secret)
 
     async def accept(self, channel: Channel, raw: bytes) -> None:
         """Store one inbound message for posting; returns only once it is on disk."""
@@ -139,9 +134,9 @@ class Bridge:
             self._count(channel, "acknowledged")
             return
         digest = hmac.new(
-            self._secret.encode(), f"{channel}\0{number}\0{message}".encode(), hashlib.sha256
+            self._secret.encode(), f"{channel.value}\0{number}\0{message}".encode(), hashlib.sha256
         ).hexdigest()
-        now = self._clock()
+        now = self._clock.now()
         chat = await self._storage.accept_inbound(
             Arrival(
                 channel,
@@ -215,7 +210,9 @@ class Bridge:
         )
         async for attempt in retrying:
             with attempt:
-                while waiting := await self._storage.claim_inbound(chat, time.time(), LEASE_S):
+                while waiting := await self._storage.claim_inbound(
+                    chat, self._clock.now(), LEASE_S
+                ):
                     await self._post_taken(chat, waiting, post)
 
     async def _post_taken(self, chat: int, taken: list[InboundMessage], post: Post) -> None:
@@ -226,7 +223,7 @@ class Bridge:
         async def renew() -> None:
             while True:
                 await asyncio.sleep(LEASE_S / 3)
-                await self._storage.lease_inbound(ids, time.time() + LEASE_S)
+                await self._storage.lease_inbound(ids, self._clock.now() + LEASE_S)
 
         renewing = asyncio.create_task(renew())
         try:
@@ -236,7 +233,7 @@ class Bridge:
             raise
         finally:
             renewing.cancel()
-        await self._storage.mark_posted(ids, post_id, time.time())
+        await self._storage.mark_posted(ids, post_id, self._clock.now())
 
     def compose(self, messages: Sequence[InboundMessage]) -> Composed:
         """One message: a post of its own, under its thread. Several: one line each."""

@@ -5,12 +5,18 @@ listed in SPEC.md, and every problem must become a ``ConfigError`` whose ``key``
 dotted path (``whatsmate.timeout_s``) — unknown keys included, because a typo must not
 silently disable access control. ``${VAR}`` in any string is read from the environment;
 the secrets fall back to their environment variables when the file leaves them out.
+
+A secret key (``SECRET_KEYS``: every key of ``SECRET_ENV``, and ``database.url``, which
+holds a password) is handled by one rule wherever it is read: its value never appears
+in a config error, whatever its type, and surrounding whitespace — the trailing newline
+of a mounted secret file — is stripped. A new secret joins by one line in ``SECRET_ENV``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,14 +44,15 @@ SECRET_ENV = {
     "inbound.secret": "WHATSMATE_INBOUND_SECRET",
     "alerts.secret": "WHATSMATE_ALERTS_SECRET",
 }
+SECRET_KEYS = frozenset({*SECRET_ENV, "database.url"})
+"""Keys whose values are never shown in an error and are stripped of whitespace."""
 # Keys that are gone, and the one that replaced them: one line naming http.port.
 _MOVED_TO_HTTP_PORT = {
     "metrics": "metrics.port",
     "telegram.listen": "telegram.listen",
     "telegram.port": "telegram.port",
 }
-INBOUND_SECRET_MIN = 16
-ALERTS_SECRET_MIN = 16
+URL_SECRET_MIN = 16  # inbound.secret, alerts.secret
 WAIT_MIN_S, WAIT_MAX_S = 1, 86400  # an escalation's wait: 1s..1d
 REPEAT_MAX = 5
 _URL_SECRET = re.compile(r"[A-Za-z0-9_\-]+")
@@ -204,15 +211,19 @@ class Config:
             self.telegram.secret_token,
             self.inbound.secret if self.inbound else None,
             self.alerts.secret if self.alerts else None,
-            _password_of(self.database_url),
+            *url_passwords(self.database_url or ""),
         )
         return tuple(s for s in found if s)
 
 
-def _password_of(url: str | None) -> str | None:
-    """The password in a database URL, which must never be logged either."""
-    match = re.match(r"[a-z]+://[^:/@]+:([^@]+)@", url or "")
-    return match[1] if match else None
+def url_passwords(url: str) -> tuple[str, ...]:
+    """Every password a database URL holds — after the user (``:pw@``, the user may be
+    empty) and in the query (``?password=``) — as written and percent-decoded."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")  # an unencoded @ stays in the password
+    written = [userinfo.partition(":")[2]] if at else []
+    written += re.findall(r"(?:^|&)password=([^&]*)", parts.query)
+    return tuple(dict.fromkeys(f for w in written if w for f in (w, urllib.parse.unquote(w))))
 
 
 def parse_every(text: str) -> int | None:
@@ -311,9 +322,47 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
 
 def _database_url(database: _Section) -> str | None:
     url = database.optional_string("url")
-    if url is not None and not re.match(r"postgres(ql)?://", url):
-        raise ConfigError("database.url", "expected a postgresql:// URL")
+    if url is not None:
+        problem = postgres_url_problem(url)
+        if problem is not None:
+            raise ConfigError(
+                "database.url", f"{problem} (the URL is not shown: it holds a password)"
+            )
     return url
+
+
+_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+_ENCODE_HINT = "; write @ / ? # : in the user or password percent-encoded (@ is %40)"
+
+
+def postgres_url_problem(url: str) -> str | None:
+    """Why asyncpg could not even parse ``url`` (its rules, checked before connecting,
+    so a typo is one line and exit 2, not a traceback); None when it can."""
+    if not re.match(r"postgres(ql)?://", url):
+        return "expected a postgresql:// URL"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qs(parts.query, strict_parsing=True) if parts.query else {}
+    except ValueError:
+        return "not a valid URL" + _ENCODE_HINT
+    hosts = parts.netloc.partition("@")[2] if "@" in parts.netloc else parts.netloc
+    if "@" in hosts:
+        return "more than one @ before the host" + _ENCODE_HINT
+    ports = [p for values in query.get("port", []) for p in values.split(",")]
+    for spec in hosts.split(",") if hosts else []:
+        if not spec:
+            return "an empty host in the host list"
+        ipv6 = re.fullmatch(r"\[[^\]]+\](?::(.*))?", spec)
+        if spec.startswith("[") and ipv6 is None:
+            return "an IPv6 host must be written [address]:port"
+        ports.append((ipv6[1] or "") if ipv6 else spec.partition(":")[2])
+    for port in ports:
+        port = urllib.parse.unquote(port)
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            return "a port is not a number from 1 to 65535" + _ENCODE_HINT
+    if not set(query.get("sslmode", ["prefer"])) <= _SSLMODES:
+        return "sslmode is not one of " + ", ".join(sorted(_SSLMODES))
+    return None
 
 
 def _reject_moved(raw: dict[str, Any]) -> None:
@@ -331,13 +380,7 @@ def _inbound(root: _Section) -> InboundConfig | None:
         root.read.add("inbound")
         return None
     inbound = root.section("inbound")
-    secret = inbound.secret("secret")
-    if len(secret) < INBOUND_SECRET_MIN or not re.fullmatch(r"[A-Za-z0-9_\-]+", secret):
-        raise ConfigError(
-            "inbound.secret",
-            f"at least {INBOUND_SECRET_MIN} characters of letters, digits, - and _ "
-            "(it is part of a URL)",
-        )
+    secret = _url_secret(inbound)
     if "chat" not in inbound.raw:
         raise ConfigError("inbound.chat", "missing: the chat where answers are posted")
     config = InboundConfig(secret, inbound.integer("chat", 0, low=-(2**62), high=2**62))
@@ -345,21 +388,14 @@ def _inbound(root: _Section) -> InboundConfig | None:
     return config
 
 
-def _url_secret(section: _Section, minimum: int) -> str:
-    """A secret that is part of a URL: never printed, whatever is wrong with it."""
-    key = section.key("secret")
-    section.read.add("secret")
-    raw = section.interpolate(key, section.raw.get("secret"))
-    if raw is None or raw == "":
-        raw = section.env.get(SECRET_ENV[key], "")
-    if not isinstance(raw, str):
-        raise ConfigError(key, "expected a string")
-    secret = raw.strip()
-    if not secret:
-        raise ConfigError(key, f"missing (set it or {SECRET_ENV[key]} in the environment)")
-    if len(secret) < minimum or not _URL_SECRET.fullmatch(secret):
+def _url_secret(section: _Section) -> str:
+    """A secret that is part of a URL (``inbound.secret``, ``alerts.secret``)."""
+    secret = section.secret("secret")
+    if len(secret) < URL_SECRET_MIN or not _URL_SECRET.fullmatch(secret):
         raise ConfigError(
-            key, f"at least {minimum} characters of letters, digits, - and _ (it is part of a URL)"
+            section.key("secret"),
+            f"at least {URL_SECRET_MIN} characters of letters, digits, - and _ "
+            "(it is part of a URL)",
         )
     return secret
 
@@ -369,7 +405,7 @@ def _alerts(root: _Section, book: AddressBook) -> AlertsConfig | None:
         root.read.add("alerts")
         return None
     alerts = root.section("alerts")
-    secret = _url_secret(alerts, ALERTS_SECRET_MIN)
+    secret = _url_secret(alerts)
     if alerts.raw.get("chat") is None:
         raise ConfigError("alerts.chat", "missing: the chat where incidents are posted")
     chat = alerts.integer("chat", 0, low=-(2**62), high=2**62)
@@ -650,14 +686,26 @@ class _Section:
 
         return _VAR.sub(substitute, value)
 
+    def shown(self, key: str, value: object) -> str:
+        """``value`` as a config error may show it: a secret key's only by its kind."""
+        if key not in SECRET_KEYS:
+            return repr(value)
+        kind = {bool: "true/false", int: "a number", float: "a number", str: "a text"}
+        kind |= {list: "a list", dict: "a mapping"}
+        return f"{kind.get(type(value), 'a value')} (not shown: it is a secret)"
+
     def _get(self, name: str, default: T, convert: Callable[[object], T | None], want: str) -> T:
         self.read.add(name)
+        key = self.key(name)
         if self.raw.get(name) is None:
             return default
-        value = self.interpolate(self.key(name), self.raw[name])
+        value = self.interpolate(key, self.raw[name])
+        if key in SECRET_KEYS and isinstance(value, str):
+            value = value.strip()
         converted = convert(value)
         if converted is None:
-            raise ConfigError(self.key(name), f"expected {want}, got {value!r}")
+            hint = ", in quotes" if key in SECRET_KEYS and want == "a string" else ""
+            raise ConfigError(key, f"expected {want}{hint}, got {self.shown(key, value)}")
         return converted
 
     def string(self, name: str, default: str) -> str:
@@ -668,12 +716,12 @@ class _Section:
         return value or None
 
     def secret(self, name: str) -> str:
-        value = self.optional_string(name) or self.env.get(SECRET_ENV[self.key(name)], "")
+        key = self.key(name)
+        value = self.optional_string(name) or self.env.get(SECRET_ENV[key], "").strip()
         if not value:
-            raise ConfigError(
-                self.key(name),
-                f"missing (set it or {SECRET_ENV[self.key(name)]} in the environment)",
-            )
+            raise ConfigError(key, f"missing (set it or {SECRET_ENV[key]} in the environment)")
+        if not value.isprintable():
+            raise ConfigError(key, "contains a line break or control character (not shown)")
         return value
 
     def url(self, name: str, default: str) -> str:
@@ -691,13 +739,16 @@ class _Section:
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
         value = self._get(name, default, _to_int, "an integer")
         if not low <= value <= high:
-            raise ConfigError(self.key(name), f"expected {low}..{high}, got {value}")
+            raise ConfigError(
+                self.key(name), f"expected {low}..{high}, got {self.shown(self.key(name), value)}"
+            )
         return value
 
     def number(self, name: str, default: float) -> float:
         value = self._get(name, default, _to_float, "a number")
         if value <= 0:
-            raise ConfigError(self.key(name), f"expected a positive number, got {value}")
+            shown = self.shown(self.key(name), value)
+            raise ConfigError(self.key(name), f"expected a positive number, got {shown}")
         return value
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -714,7 +765,9 @@ class _Section:
             if value == option and type(value) is type(option):
                 return option
         options = " | ".join(str(a) for a in allowed)
-        raise ConfigError(self.key(name), f"expected {options}, got {value!r}")
+        raise ConfigError(
+            self.key(name), f"expected {options}, got {self.shown(self.key(name), value)}"
+        )
 
     def id_list(self, name: str) -> list[int]:
         self.read.add(name)
@@ -726,7 +779,8 @@ class _Section:
             number = _to_int(self.interpolate(f"{self.key(name)}[{index}]", item))
             if number is None:
                 raise ConfigError(
-                    f"{self.key(name)}[{index}]", f"expected an integer id, got {item!r}"
+                    f"{self.key(name)}[{index}]",
+                    f"expected an integer id, got {self.shown(self.key(name), item)}",
                 )
             ids.append(number)
         return ids

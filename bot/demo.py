@@ -160,6 +160,7 @@ async def run_demo(
                 secret=DEMO_SECRET,
                 default_chat=DEMO_CHAT,
                 address_book=config.address_book,
+                clock=runtime.clock,
                 acknowledge=runtime.pager.inbound_ack if runtime.pager else None,
             )
             groups = "; gateway groups: ops-room (/wa), ops-tg (/tg)" if api_version == 3 else ""

@@ -8,8 +8,8 @@ Callers catch by meaning, never by message text::
     │   └── UnknownCommand        /something the bot does not know
     ├── RecipientError            a <to> word names no number, contact or group
     ├── AttachmentError           the file of a media command could not be fetched
-    ├── InboundRejected           an inbound body the bridge refuses; .status is the
-    │                             HTTP status to answer (400, 413)
+    ├── InboundRejected           a request the web server refuses (inbound, webhook,
+    │                             alerts); .status is the HTTP status (400, 403, 408, 413)
     ├── PostFailed                Telegram did not take a bridge post: tried again later
     ├── StorageUnavailable        the database (database.url) cannot be reached at start
     ├── AlertmanagerError         Alertmanager did not make a silence; one line with its
@@ -78,7 +78,8 @@ class AttachmentError(BotError):
 
 
 class InboundRejected(BotError):
-    """An inbound body the bridge refuses; ``status`` is the HTTP status to answer."""
+    """A request the web server refuses (its body or its secret); ``status`` is the HTTP
+    status to answer. Raised by a route, answered by ``bot.web``'s one middleware."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)

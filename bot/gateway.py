@@ -16,6 +16,8 @@ Why it is shaped this way:
   Retrying is tenacity's job, not a loop here.
 * Media is never held in memory whole: the JSON body is streamed from the file on disk,
   base64-encoded chunk by chunk, with an exact ``Content-Length``.
+* No answer is read past ``ANSWER_MAX`` (a PDF's text included): a bigger 2xx answer is
+  a ``BadResponse``; an error status is judged on its first ``ANSWER_MAX`` bytes.
 """
 
 from __future__ import annotations
@@ -180,6 +182,7 @@ API_V1 = Api(
 )
 WHATSAPP_QUEUE = Route("/v1/whatsapp/queue/message", ("number", "message"))  # v1, deprecated
 MB = 1_000_000
+ANSWER_MAX = 10 * MB  # the most of an answer that is read (a PDF's text is far less)
 API_V3 = Api(
     3,
     _v3(),
@@ -204,6 +207,16 @@ FIELD_NAMES = {
 def base64_size(size: int) -> int:
     """Bytes of the base64 text of ``size`` bytes of file."""
     return 4 * ((size + 2) // 3)
+
+
+def largest_file(media_field: str, limit: int) -> tuple[int, str]:
+    """The most bytes of file whose base64 text fits in ``limit``, and the line that
+    says a file is bigger (to stop a download whose size was not known before)."""
+    most = limit // 4 * 3
+    return most, (
+        f"the {FIELD_NAMES[media_field]} is over {_megabytes(most)}; "
+        f"WhatsMate takes at most {_megabytes(limit)} once base64-encoded"
+    )
 
 
 def clean_filename(name: str, limit: int) -> str:
@@ -520,10 +533,17 @@ class WhatsMate:
         started = time.perf_counter()
         outcome = "error"
         try:
-            response = await self._client.request(
+            request = self._client.build_request(
                 call.method, self._base_url + call.path, params=call.params, **self._body(call)
             )
+            streamed = await self._client.send(request, stream=True)
+            try:
+                response, cut = await _read_capped(streamed, ANSWER_MAX)
+            finally:
+                await streamed.aclose()
             outcome = str(response.status_code)
+        except httpx.DecodingError:
+            raise BadResponse(call.endpoint, "an answer that cannot be decoded") from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             outcome = "not_sent"
             raise NotSent(call.endpoint, _transport_detail(exc)) from None
@@ -539,6 +559,9 @@ class WhatsMate:
             raise OutcomeUnknown(call.endpoint, _transport_detail(exc)) from None
         finally:
             self._observe(call.template or call.path, time.perf_counter() - started, outcome)
+        if response.is_success and cut:
+            detail = f"HTTP {response.status_code}: an answer over {_megabytes(ANSWER_MAX)}"
+            raise BadResponse(call.endpoint, detail)
         if response.is_success:
             return response
         raise self._http_error(call, response, idempotent=idempotent)
@@ -590,6 +613,25 @@ def check_media_size(media_field: str, size: int, limit: int | None) -> None:
 
 def _megabytes(size: int) -> str:
     return f"{size / MB:.1f} MB" if size < 100 * MB else f"{size // MB} MB"
+
+
+async def _read_capped(streamed: httpx.Response, cap: int) -> tuple[httpx.Response, bool]:
+    """The answer with at most ``cap`` bytes of (decoded) body, and whether it had more."""
+    body = bytearray()
+    async for chunk in streamed.aiter_bytes():
+        body += chunk
+        if len(body) > cap:
+            break
+    framing = {"content-encoding", "content-length", "transfer-encoding"}
+    headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in framing]
+    response = httpx.Response(
+        streamed.status_code,
+        headers=headers,
+        content=bytes(body[:cap]),
+        request=streamed.request,
+        extensions=streamed.extensions,
+    )
+    return response, len(body) > cap
 
 
 def _text_or_field(response: httpx.Response, name: str, call: Call) -> str:

@@ -10,6 +10,7 @@ the same ``redact_secrets`` processor. Library loggers that would print request 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -18,6 +19,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 REDACTED = "[REDACTED]"
+MIN_SECRET = 4
 _QUIET_LIBRARIES = {
     "httpx": logging.WARNING,
     "httpcore": logging.WARNING,
@@ -27,24 +29,57 @@ _QUIET_LIBRARIES = {
 }
 
 
+class _MalformedRequests(logging.Filter):
+    """aiohttp's server logs a request a client framed wrongly (a bad chunk size, a bad
+    header) as an error with a traceback, though it answered 400 and the fault is the
+    client's: one warning line instead, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = f"malformed_request: {type(error).__name__}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+# A password in any URL (``scheme://user:PASSWORD@``, the user possibly empty, an
+# unencoded @ inside) or any ``password=`` setting (URL query, libpq keywords), whatever
+# its value: the known secrets below cover values, these cover forms.
+_PASSWORD_FORMS = (
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/]*@", re.IGNORECASE), rf"\1{REDACTED}@"),
+    (re.compile(r"(\b\w*password=)[^&\s'\"]+", re.IGNORECASE), rf"\1{REDACTED}"),
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without the given secrets (of 4 characters or more: shorter ones would
+    blank out ordinary words) and without any password written in a URL."""
+    for secret in secrets:
+        if len(secret) >= MIN_SECRET and secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern, replacement in _PASSWORD_FORMS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 class SecretRedactor:
-    """A structlog processor that replaces every known secret in every string value."""
+    """A structlog processor that replaces every known secret in every string value, and
+    every password written in a URL."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = tuple(s for s in secrets if len(s) >= 4)
+        self.secrets = tuple(s for s in secrets if len(s) >= MIN_SECRET)
 
     def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
-        if self.secrets:
-            for key, value in event.items():
-                event[key] = self._clean(value)
+        for key, value in event.items():
+            event[key] = self._clean(value)
         return event
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self.secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
+            return redact(value, self.secrets)
         if isinstance(value, list | tuple):
             return type(value)(self._clean(v) for v in value)
         if isinstance(value, dict):
@@ -96,6 +131,8 @@ def configure_logging(
     root.setLevel(numeric)
     for name, floor in _QUIET_LIBRARIES.items():
         logging.getLogger(name).setLevel(max(floor, numeric))
+    server = logging.getLogger("aiohttp.server")
+    server.filters[:] = [_MalformedRequests()]
 
 
 def get_logger(name: str) -> Any:

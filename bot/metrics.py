@@ -2,9 +2,24 @@
 
 Kept out of the hot path: the service, gateway and bridge only call the small observer
 functions below; prometheus-client is imported only when the web server is on.
+
+Every label value is one of a known, small set — never words a stranger typed, or each
+``/zz0``, ``/zz1``… would add a series for good: a command is labelled by its name in
+the command table (``unknown`` otherwise), a schedule by the name the config or the bot
+gave it (``/schedule add`` names them ``s1``, ``s2``…), outcomes by their enum.
 """
 
 from __future__ import annotations
+
+from bot.commands import SPECS
+
+UNKNOWN = "unknown"
+_SCHEDULED = " (schedule "
+
+
+def command_label(command: str) -> str:
+    """``/wa`` for a command of the table, ``unknown`` for anything else."""
+    return command if command.startswith("/") and command[1:] in SPECS else UNKNOWN
 
 
 class Metrics:
@@ -64,10 +79,11 @@ class Metrics:
         )
 
     def observe_command(self, command: str, outcome: str, seconds: float) -> None:
-        if "(schedule " in command:
-            self.schedule_runs.labels(command.split("(schedule ")[1].rstrip(")")).inc()
-            command = command.split(" ")[0]
-        self.commands.labels(command, outcome).inc()
+        """``command`` is ``/name``, or ``/name (schedule <schedule name>)`` for a run."""
+        command, scheduled, schedule = command.partition(_SCHEDULED)
+        if scheduled:
+            self.schedule_runs.labels(schedule.removesuffix(")")).inc()
+        self.commands.labels(command_label(command), outcome).inc()
 
     def observe_gateway(self, endpoint: str, seconds: float, outcome: str) -> None:
         self.gateway_latency.labels(endpoint).observe(seconds)

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from bot import commands as c
 from bot.errors import GatewayError, LimitExceeded, OutcomeUnknown, UsageError
@@ -29,6 +29,7 @@ from bot.gateway import (
     WhatsMate,
     check_media_size,
     clean_filename,
+    largest_file,
 )
 from bot.recipients import Recipient
 from bot.replies import SendLine, describe_failure
@@ -71,7 +72,23 @@ class Attachment(Protocol):
     def size(self) -> int | None:
         """The size Telegram reports, when it does (checked before downloading)."""
 
-    async def download(self, destination: Path) -> None: ...
+    async def download(self, destination: Path, cap: FileCap) -> None:
+        """Stream the file to ``destination``; ``LimitExceeded(cap.reason)`` as soon as it
+        is known to be over ``cap.max_bytes`` (by its reported size, or by counting)."""
+
+
+@dataclass(frozen=True)
+class FileCap:
+    """The most a command's file may be, and the line that says a file is bigger."""
+
+    max_bytes: int
+    reason: str
+
+
+# Telegram's Bot API hands bots files of at most 20 MB; the most the bot ever downloads.
+DOWNLOAD_CAP = FileCap(
+    20 * 1024 * 1024, "the file is over 20 MB, the most the bot downloads (Telegram's bot limit)"
+)
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,7 @@ class SendPlan:
     outgoing: Outgoing  # without the file: it is downloaded only when the send runs
     deliveries: tuple[Delivery, ...]
     attachment: Attachment | None = None
+    file_cap: FileCap = DOWNLOAD_CAP
 
 
 def attachment_for(parsed: c.Parsed, attachment: Attachment | None) -> Attachment | None:
@@ -119,7 +137,7 @@ def attachment_for(parsed: c.Parsed, attachment: Attachment | None) -> Attachmen
 
 
 def plan_send(
-    command: c.Command,
+    command: c.SendCommand,
     recipients: Sequence[Recipient],
     gateway: WhatsMate,
     attachment: Attachment | None,
@@ -134,12 +152,18 @@ def plan_send(
         if recipient.group is not None or not batched:
             target = Target.SINGLE if recipient.group is None else Target.GROUP
             deliveries.append(Delivery(_route(gateway, channel, target, outgoing), (recipient,)))
+    cap = DOWNLOAD_CAP
     for delivery in deliveries:
         gateway.check(delivery.route, outgoing, delivery.recipients[0])
         media = delivery.route.media_field
+        limit = gateway.api.media_limits.get(media) if media else None
         if media and attachment is not None and attachment.size is not None:
-            check_media_size(media, attachment.size, gateway.api.media_limits.get(media))
-    return SendPlan(title, outgoing, tuple(deliveries), attachment)
+            check_media_size(media, attachment.size, limit)
+        if media and limit is not None and largest_file(media, limit)[0] < cap.max_bytes:
+            cap = FileCap(*largest_file(media, limit))
+    if attachment is not None and attachment.size is not None and attachment.size > cap.max_bytes:
+        raise LimitExceeded(cap.reason)
+    return SendPlan(title, outgoing, tuple(deliveries), attachment, cap)
 
 
 def _route(gateway: WhatsMate, channel: Channel, target: Target, outgoing: Outgoing) -> Route:
@@ -154,49 +178,65 @@ def _route(gateway: WhatsMate, channel: Channel, target: Target, outgoing: Outgo
 
 
 def _what(
-    command: c.Command, gateway: WhatsMate, attachment: Attachment | None
+    command: c.SendCommand, gateway: WhatsMate, attachment: Attachment | None
 ) -> tuple[Channel, Outgoing, str]:
     """The channel, what is sent, and the title of the reply."""
-    if isinstance(command, c.SendText):
-        channel = command.channel
-        link = (
-            _URL.fullmatch(command.message)
-            and gateway.route(channel, Target.SINGLE, Content.URL) is not None
+    match command:
+        case c.SendText():
+            return _text(command, gateway)
+        case c.SendLocation():
+            return _location(command, gateway)
+        case c.SendMedia():
+            if attachment is None:  # pragma: no cover - attachment_for() found one first
+                raise UsageError(f"Usage: /help (/{command.kind.value} needs its file)")
+            return _media(command, gateway, attachment)
+        case _:
+            assert_never(command)
+
+
+def _text(command: c.SendText, gateway: WhatsMate) -> tuple[Channel, Outgoing, str]:
+    channel = command.channel
+    link = (
+        _URL.fullmatch(command.message)
+        and gateway.route(channel, Target.SINGLE, Content.URL) is not None
+    )
+    content = Content.URL if link else Content.TEXT
+    single = gateway.route(channel, Target.SINGLE, content)
+    if channel is Channel.TELEGRAM:
+        title = "Telegram"
+    elif single is WHATSAPP_QUEUE:
+        title = "WhatsApp (queue)"
+    else:
+        instance = gateway.instance(channel)
+        title = f"WhatsApp{' link' if link else ''} (instance {instance})"
+    return channel, Outgoing(content, text=command.message), title
+
+
+def _location(command: c.SendLocation, gateway: WhatsMate) -> tuple[Channel, Outgoing, str]:
+    lat, lon = command.latitude, command.longitude
+    title = f"Location {lat:g}, {lon:g}"
+    if gateway.route(Channel.TELEGRAM, Target.SINGLE, Content.LOCATION) is not None:
+        outgoing = Outgoing(Content.LOCATION, latitude=lat, longitude=lon)
+        return Channel.TELEGRAM, outgoing, title
+    text = f"Location: {lat}, {lon}\nhttps://maps.google.com/?q={lat},{lon}"
+    title += f" (sent as text: API v{gateway.api.version} has no location endpoint)"
+    return Channel.TELEGRAM, Outgoing(Content.TEXT, text=text), title
+
+
+def _media(
+    command: c.SendMedia, gateway: WhatsMate, attachment: Attachment
+) -> tuple[Channel, Outgoing, str]:
+    if command.channel is Channel.WHATSAPP:
+        content = _CONTENT[attachment.kind]
+        label = f"WhatsApp {attachment.kind.value}"
+    else:
+        content = (
+            Content.DOCUMENT if command.kind is c.MediaKind.DOCUMENT else _CONTENT[attachment.kind]
         )
-        content = Content.URL if link else Content.TEXT
-        single = gateway.route(channel, Target.SINGLE, content)
-        if channel is Channel.TELEGRAM:
-            title = "Telegram"
-        elif single is WHATSAPP_QUEUE:
-            title = "WhatsApp (queue)"
-        else:
-            instance = gateway.instance(channel)
-            title = f"WhatsApp{' link' if link else ''} (instance {instance})"
-        return channel, Outgoing(content, text=command.message), title
-    if isinstance(command, c.SendLocation):
-        lat, lon = command.latitude, command.longitude
-        title = f"Location {lat:g}, {lon:g}"
-        if gateway.route(Channel.TELEGRAM, Target.SINGLE, Content.LOCATION) is not None:
-            outgoing = Outgoing(Content.LOCATION, latitude=lat, longitude=lon)
-            return Channel.TELEGRAM, outgoing, title
-        text = f"Location: {lat}, {lon}\nhttps://maps.google.com/?q={lat},{lon}"
-        title += f" (sent as text: API v{gateway.api.version} has no location endpoint)"
-        return Channel.TELEGRAM, Outgoing(Content.TEXT, text=text), title
-    if isinstance(command, c.SendMedia) and attachment is not None:
-        if command.channel is Channel.WHATSAPP:
-            content = _CONTENT[attachment.kind]
-            label = f"WhatsApp {attachment.kind.value}"
-        else:
-            content = (
-                Content.DOCUMENT
-                if command.kind is c.MediaKind.DOCUMENT
-                else _CONTENT[attachment.kind]
-            )
-            label = command.kind.value.capitalize()
-        name = _filename(gateway, attachment.filename)
-        outgoing = Outgoing(content, caption=command.caption)
-        return command.channel, outgoing, f"{label} {name}"
-    raise UsageError(f"Usage: /help (not a send: {type(command).__name__})")  # pragma: no cover
+        label = command.kind.value.capitalize()
+    name = _filename(gateway, attachment.filename)
+    outgoing = Outgoing(content, caption=command.caption)
+    return command.channel, outgoing, f"{label} {name}"
 
 
 def _filename(gateway: WhatsMate, name: str) -> str:
@@ -214,7 +254,7 @@ async def run_send(plan: SendPlan, gateway: WhatsMate, max_concurrency: int) -> 
         return await _fan_out(plan, plan.outgoing, gateway, max_concurrency)
     with tempfile.TemporaryDirectory(prefix="whatsmate-bot-") as folder:
         path = Path(folder) / "upload"
-        await plan.attachment.download(path)
+        await plan.attachment.download(path, plan.file_cap)
         media = MediaFile(path, _filename(gateway, plan.attachment.filename))
         return await _fan_out(plan, replace(plan.outgoing, media=media), gateway, max_concurrency)
 

@@ -15,9 +15,11 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import assert_never
 
 from bot import commands as c
 from bot.audit import AuditLog
+from bot.clock import Clock
 from bot.config import Config
 from bot.errors import (
     AttachmentError,
@@ -27,6 +29,7 @@ from bot.errors import (
     UsageError,
 )
 from bot.gateway import GatewayStatus, WhatsMate, check_translation
+from bot.health import GatewayHealth
 from bot.logs import get_logger
 from bot.paging.escalation import Pager
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling, is_telegram_file, pdf_to_text
@@ -147,7 +150,9 @@ class Service:
         audit: AuditLog,
         *,
         storage: Storage,
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
+        scheduler: Scheduler | None = None,
+        gateway_health: GatewayHealth,
         observe: CommandObserver | None = None,
         pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
         pager: Pager | None = None,
@@ -157,16 +162,13 @@ class Service:
         self._gateway = gateway
         self._audit = audit
         self._storage = storage
-        self._scheduler: Scheduler | None = None
+        self._scheduler = scheduler  # None: schedules are not run (exec, check, demo)
         self._clock = clock
         self._observe = observe
         self._pdf_polling = pdf_polling
         self._languages: tuple[float, dict[str, str]] | None = None
         self._languages_lock = asyncio.Lock()
-        self.last_gateway_up: bool | None = None
-
-    def attach_scheduler(self, scheduler: Scheduler) -> None:
-        self._scheduler = scheduler
+        self._gateway_health = gateway_health
 
     def role(self, user_id: int, chat_id: int, private: bool) -> UserRole:
         access = self.config.access
@@ -208,7 +210,7 @@ class Service:
         request = request_from_json(prompt.request, load)
         identity = self._identity(request)
         name = f"/{c.command_name(request.text) or '?'}"
-        if self._clock() - prompt.created > CONFIRM_TTL_S:
+        if self._clock.now() - prompt.created > CONFIRM_TTL_S:
             result = _closed("Expired after 5 minutes", "expired", self._recipient_names(request))
             toast = "Expired."
         elif not send:
@@ -294,7 +296,7 @@ class Service:
         if self._scheduler is None:
             return
         last_runs = await self._storage.last_runs()
-        now = time.time()
+        now = self._clock.now()
         for schedule in (*self._configured(), *await added_schedules(self._storage)):
             self._scheduler.start(
                 schedule, first_run_in(schedule, last_runs.get(schedule.name), now)
@@ -305,7 +307,7 @@ class Service:
 
         None when another replica has this slot, or ``notify: change`` has nothing new.
         """
-        now = time.time()
+        now = self._clock.now()
         slot = slot_of(schedule, now, await self._storage.first_run(schedule.name, now))
         if not await self._storage.claim_slot(schedule.name, slot, now):
             return None
@@ -318,7 +320,7 @@ class Service:
         self._finish(identity, f"/{name}", result, started)
         reply = result.reply
         last = (await self._storage.last_runs()).get(schedule.name)
-        await self._storage.mark_run(schedule.name, time.time(), reply.text)
+        await self._storage.mark_run(schedule.name, self._clock.now(), reply.text)
         return reply if should_post(schedule, last.reply if last else None, reply.text) else None
 
     # -- dispatch -----------------------------------------------------------------
@@ -351,24 +353,28 @@ class Service:
         attachment = attachment_for(parsed, request.attachment)
         plan = plan_send(command, recipients, self._gateway, attachment)  # limits: before all
         if len(recipients) > self.config.confirm_over and not confirmed:
-            prompt = await self._ask_confirmation(parsed, recipients, request)
+            prompt = await self._ask_confirmation(parsed.spec.name, command, recipients, request)
             names = tuple(r.audit_name for r in recipients)
             return Result(prompt, "awaiting confirmation", names)
         return await self._send(identity, request.message_id, plan, recipients)
 
     async def _ask_confirmation(
-        self, parsed: c.Parsed, recipients: tuple[Recipient, ...], request: Request
+        self,
+        name: str,
+        command: c.SendCommand,
+        recipients: tuple[Recipient, ...],
+        request: Request,
     ) -> Reply:
         token = secrets.token_urlsafe(12)
-        stored = StoredPrompt(token, self._clock(), request.user_id, request_to_json(request))
+        stored = StoredPrompt(token, self._clock.now(), request.user_id, request_to_json(request))
         await self._storage.save_prompt(stored)
         shown = ", ".join(r.written if r.group else mask(r.number) for r in recipients[:5])
         more = f" and {len(recipients) - 5} more" if len(recipients) > 5 else ""
         lines = [
-            f"Send /{parsed.spec.name} to {len(recipients)} recipients?",
+            f"Send /{name} to {len(recipients)} recipients?",
             f"To: {shown}{more}",
         ]
-        first_line = _first_line(parsed.command)
+        first_line = _first_line(command)
         if first_line:
             lines.append(f"Message: {first_line}")
         lines.append("Only you can confirm; this expires in 5 minutes.")
@@ -389,7 +395,7 @@ class Service:
         ]
         if message_id is not None and reached:  # an answer from them lands under the command
             thread = Thread(identity.chat_id, message_id)
-            await self._storage.record_threads(reached, thread, time.time())
+            await self._storage.record_threads(reached, thread, self._clock.now())
         return send_result(plan.title, lines, tuple(r.audit_name for r in recipients))
 
     async def answer_post(self, request: Request, post_id: int) -> Reply | None:
@@ -422,39 +428,47 @@ class Service:
 
     # -- everything that is not a send ----------------------------------------------
 
-    async def _query(self, identity: _Identity, command: c.Command, who: str = "") -> Result:
-        if isinstance(command, c.Status):
-            return await self._status()
-        if isinstance(command, c.Translate):
-            check_translation(command.text)
-            await self._check_language(command.source)
-            await self._check_language(command.target)
-            text = await self._gateway.translate(command.source, command.target, command.text)
-            return Result(Reply(text, Outcome.OK), f"{command.source}->{command.target}")
-        if isinstance(command, c.PdfToText):
-            if is_telegram_file(command.url, self.config.telegram):
-                text = (
-                    "Not sent: that is a Telegram file address, which carries the bot's token "
-                    "and never leaves the bot. Give the PDF's own http(s) address."
-                )
-                return Result(Reply(text, Outcome.USAGE), "telegram file url refused")
-            return await pdf_to_text(self._gateway, command.url, self._pdf_polling)
-        if isinstance(command, c.ListLanguages):
-            return await self._languages_reply(command.filter)
-        if isinstance(command, c.History):
-            return await self._history(identity, command.count)
-        if isinstance(command, c.WhoAmI):
-            text = f"You are {identity.user_id} ({identity.role.value}) in chat {identity.chat_id}."
-            return Result(Reply(text, Outcome.OK))
-        if isinstance(command, c.Help):
-            access = c.Access.ADMIN if identity.role is UserRole.ADMIN else c.Access.MEMBER
-            text = "Commands you may use:\n" + "\n".join(c.help_lines(access))
-            return Result(Reply(text, Outcome.OK))
-        if isinstance(command, c.SCHEDULE_COMMANDS):
-            return await self._schedule(identity, command)
-        if isinstance(command, c.PAGING_COMMANDS):
-            return await self._paging(command, who)
-        raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+    async def _query(self, identity: _Identity, command: c.QueryCommand, who: str) -> Result:
+        match command:
+            case c.Status():
+                return await self._status()
+            case c.Translate():
+                return await self._translate(command)
+            case c.PdfToText():
+                return await self._pdf(command)
+            case c.ListLanguages():
+                return await self._languages_reply(command.filter)
+            case c.History():
+                return await self._history(identity, command.count)
+            case c.WhoAmI():
+                user, role, chat = identity.user_id, identity.role.value, identity.chat_id
+                return Result(Reply(f"You are {user} ({role}) in chat {chat}.", Outcome.OK))
+            case c.Help():
+                access = c.Access.ADMIN if identity.role is UserRole.ADMIN else c.Access.MEMBER
+                text = "Commands you may use:\n" + "\n".join(c.help_lines(access))
+                return Result(Reply(text, Outcome.OK))
+            case c.ScheduleList() | c.ScheduleAdd() | c.ScheduleRemove():
+                return await self._schedule(identity, command)
+            case c.Acknowledge() | c.SilenceIncident() | c.ListIncidents():
+                return await self._paging(command, who)
+            case _:
+                assert_never(command)
+
+    async def _translate(self, command: c.Translate) -> Result:
+        check_translation(command.text)
+        await self._check_language(command.source)
+        await self._check_language(command.target)
+        text = await self._gateway.translate(command.source, command.target, command.text)
+        return Result(Reply(text, Outcome.OK), f"{command.source}->{command.target}")
+
+    async def _pdf(self, command: c.PdfToText) -> Result:
+        if is_telegram_file(command.url, self.config.telegram):
+            text = (
+                "Not sent: that is a Telegram file address, which carries the bot's token "
+                "and never leaves the bot. Give the PDF's own http(s) address."
+            )
+            return Result(Reply(text, Outcome.USAGE), "telegram file url refused")
+        return await pdf_to_text(self._gateway, command.url, self._pdf_polling)
 
     async def _status(self) -> Result:
         instance = self.config.whatsmate.telegram_instance
@@ -464,16 +478,20 @@ class Service:
                 f"Telegram gateway (instance {instance})", self._gateway.telegram_status(instance)
             ),
         )
-        self.last_gateway_up = whatsapp[1] and telegram[1]
-        outcome = Outcome.OK if self.last_gateway_up else Outcome.ERROR
+        up = whatsapp[1] and telegram[1]
+        self._gateway_health.record(up)
+        outcome = Outcome.OK if up else Outcome.ERROR
         detail = "; ".join(line for line, _ in (whatsapp, telegram))
         return Result(Reply(f"{whatsapp[0]}\n{telegram[0]}", outcome), detail)
 
     async def _codes(self) -> dict[str, str]:
         async with self._languages_lock:
             cached = self._languages
-            if cached is None or self._clock() - cached[0] > LANGUAGE_CACHE_S:
-                self._languages = cached = (self._clock(), await self._gateway.supported_codes())
+            if cached is None or self._clock.now() - cached[0] > LANGUAGE_CACHE_S:
+                self._languages = cached = (
+                    self._clock.now(),
+                    await self._gateway.supported_codes(),
+                )
             return cached[1]
 
     async def _check_language(self, code: str) -> None:
@@ -606,11 +624,15 @@ async def _status_line(label: str, call: Awaitable[GatewayStatus]) -> tuple[str,
     return f"{label}: {status.status}", status.ok
 
 
-def _first_line(command: c.Command) -> str:
-    if isinstance(command, c.SendText):
-        return summary_line(command.message)
-    if isinstance(command, c.SendLocation):
-        return f"location {command.latitude:g}, {command.longitude:g}"
-    if isinstance(command, c.SendMedia):
-        return f"a {command.kind.value}" + (f" ({command.caption[:60]})" if command.caption else "")
-    return ""
+def _first_line(command: c.SendCommand) -> str:
+    """What a confirmation prompt shows of the message."""
+    match command:
+        case c.SendText():
+            return summary_line(command.message)
+        case c.SendLocation():
+            return f"location {command.latitude:g}, {command.longitude:g}"
+        case c.SendMedia():
+            caption = f" ({command.caption[:60]})" if command.caption else ""
+            return f"a {command.kind.value}{caption}"
+        case _:
+            assert_never(command)

@@ -3,18 +3,18 @@
 Handlers are thin adapters: they turn an ``Update`` into a ``service.Request``, hand it
 to the ``Service`` and show the ``Reply``. What python-telegram-bot already does well is
 used as it is: concurrent update processing, ``AIORateLimiter`` for flood limits (429
-``retry_after``), the JobQueue for schedules, the updater for polling or the webhook.
-State lives in the ``TelegramFrontend`` object and the service, never in ``bot_data``.
+``retry_after``), the JobQueue for the expiry of prompts, the updater for polling or the
+webhook. When it starts, polls and stops is not decided here: ``TelegramFrontend`` is
+the ``lifecycle.FrontEnd`` that the lifecycle drives. State lives in the
+``TelegramFrontend`` object and the service, never in ``bot_data``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import mimetypes
 import re
 import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,17 +54,17 @@ from telegram.request import HTTPXRequest
 from bot import commands
 from bot.bridge import Button
 from bot.commands import MediaKind
-from bot.errors import AttachmentError, PostFailed
+from bot.config import Config
+from bot.errors import AttachmentError, InboundRejected, LimitExceeded, PostFailed
 from bot.logs import get_logger
-from bot.paging.escalation import PagingWorkers
-from bot.replicas import Election, replica_id
+from bot.replicas import replica_id
 from bot.replies import split_text
 from bot.runtime import Runtime
-from bot.schedules import Schedule, cron_trigger
-from bot.sends import FileRef
+from bot.schedules import Schedule
+from bot.sends import FileCap, FileRef
 from bot.service import CONFIRM_TTL_S, Reply, Request
 from bot.transport import AiohttpTransport
-from bot.vocabulary import Outcome, Role
+from bot.vocabulary import Outcome
 
 log = get_logger("bot.telegram")
 Context = ContextTypes.DEFAULT_TYPE
@@ -82,18 +82,29 @@ class TelegramAttachment:
     bot: Bot
     http: httpx.AsyncClient
 
-    async def download(self, destination: Path) -> None:
-        """Stream the file to ``destination`` (never holding it in memory whole)."""
+    async def download(self, destination: Path, cap: FileCap) -> None:
+        """Stream the file to ``destination`` (never holding it in memory whole), and stop
+        as soon as it is known to be over ``cap``: by the size getFile reports, by the
+        answer's Content-Length, or by counting what arrives."""
         try:
             telegram_file = await self.bot.get_file(self.file_id)
             url = telegram_file.file_path
             if not url:
                 raise AttachmentError("Telegram gave no file path")
+            if (telegram_file.file_size or 0) > cap.max_bytes:
+                raise LimitExceeded(cap.reason)
             async with self.http.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise AttachmentError(f"download failed with HTTP {response.status_code}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > cap.max_bytes:
+                    raise LimitExceeded(cap.reason)
+                written = 0
                 with destination.open("wb") as target:
                     async for chunk in response.aiter_bytes(256 * 1024):
+                        written += len(chunk)
+                        if written > cap.max_bytes:
+                            raise LimitExceeded(cap.reason)
                         target.write(chunk)
         except TelegramError as exc:
             raise AttachmentError(f"Telegram refused the file ({exc.message})") from None
@@ -181,14 +192,47 @@ class _PromptRef:
 class TelegramFrontend:
     """Handlers and jobs of one running bot; holds what they share explicitly."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self, runtime: Runtime, *, rate_limiter: BaseRateLimiter[Any] | None = None
+    ) -> None:
         self.service = runtime.service
         self.http = runtime.http
         self.storage = runtime.storage
+        self.clock = runtime.clock
+        self.config = runtime.config
         self.replicated = runtime.config.database_url is not None
         self.replica = replica_id()
-        self.app: App | None = None
         self._rerun: set[int] = set()
+        self.app = _application(runtime.config, rate_limiter)
+        self._route(self.app)
+
+    def _route(self, app: App) -> None:
+        """Which handler answers which update."""
+        # A text reply to one of the bot's messages may answer a bridge post.
+        app.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE
+                & filters.REPLY
+                & filters.TEXT
+                & ~filters.Regex(r"^\s*/"),
+                self.on_reply,
+            )
+        )
+        # Commands anywhere; in a private chat every text gets an answer (a hint if not a
+        # command).
+        command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
+        private_text = filters.ChatType.PRIVATE & (filters.TEXT | filters.CAPTION)
+        app.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE & (command_text | private_text), self.on_command
+            )
+        )
+        app.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^confirm:"))
+        app.add_handler(CallbackQueryHandler(self.on_incident_button, pattern=r"^incident:"))
+        if self.replicated:  # every update recorded before, and marked after, handling
+            app.add_handler(TypeHandler(Update, self.journal_start), group=-1)
+            app.add_handler(TypeHandler(Update, self.journal_done), group=1)
+        app.add_error_handler(self.on_error)
 
     # -- the update journal (replicas on PostgreSQL) ------------------------------------
 
@@ -199,7 +243,7 @@ class TelegramFrontend:
             return
         payload = json.dumps(update.to_dict())
         fresh = await self.storage.record_update(
-            update.update_id, self.replica, payload, time.time()
+            update.update_id, self.replica, payload, self.clock.now()
         )
         if not fresh:
             log.info("update_seen_before", update_id=update.update_id)
@@ -214,7 +258,7 @@ class TelegramFrontend:
     async def recover(self, app: App) -> None:
         """On becoming the poller: finish what a dead poller started. A send is answered
         ``outcome unknown`` (never sent again); anything else runs again."""
-        for entry in await self.storage.unfinished_updates(self.replica, time.time()):
+        for entry in await self.storage.unfinished_updates(self.replica, self.clock.now()):
             if entry.update_id in self._rerun:
                 continue  # already queued by an earlier takeover that did not finish
             update = Update.de_json(json.loads(entry.payload), app.bot)
@@ -294,7 +338,6 @@ class TelegramFrontend:
         self, chat_id: int, text: str, reply_to: int | None, buttons: Sequence[Button] = ()
     ) -> int:
         """The bridge's and paging's way into the chat: the id of the (first) message."""
-        assert self.app is not None
         try:
             sent = await self.send(
                 self.app.bot, chat_id, Reply(text, Outcome.OK), reply_to, buttons
@@ -341,7 +384,6 @@ class TelegramFrontend:
 
     def load_attachment(self, ref: FileRef) -> TelegramAttachment:
         """A prompt's file, found again by its Telegram file id."""
-        assert self.app is not None
         return TelegramAttachment(
             ref.kind, ref.filename, ref.file_id, ref.size, self.app.bot, self.http
         )
@@ -355,14 +397,11 @@ class TelegramFrontend:
         if reply is not None:
             await _quietly(context.bot.edit_message_text(reply.text, chat_id, message_id))
 
-    async def run_schedule(self, context: Context) -> None:
-        job = context.job
-        if job is None or not isinstance(job.data, Schedule):
-            return
-        schedule = job.data
+    async def run_schedule(self, schedule: Schedule) -> None:
+        """A schedule came due: run it, and post what it says in its chat."""
         reply = await self.service.run_scheduled(schedule)
         if reply is not None:
-            await self.send(context.bot, schedule.chat_id, reply)
+            await self.send(self.app.bot, schedule.chat_id, reply)
 
     async def send(
         self,
@@ -408,11 +447,56 @@ class TelegramFrontend:
         for chunk in rest:
             await bot.send_message(message.chat_id, chunk)
 
-    async def post_init(self, app: App) -> None:
-        self.app = app
-        await _quietly(self.register_commands(app.bot))
-        self.service.attach_scheduler(JobQueueScheduler(app, self.run_schedule))
-        await self.service.start_schedules()
+    # -- what the lifecycle drives (``lifecycle.FrontEnd``) ------------------------------
+
+    async def start(self) -> None:
+        """Ready to handle updates (none is taken in yet); the command menu registered."""
+        await self.app.initialize()
+        try:
+            await self.app.start()
+        except BaseException:
+            await self.app.shutdown()
+            raise
+        await _quietly(self.register_commands(self.app.bot))
+
+    async def stop(self) -> None:
+        """Finish every update in flight, then close (polling has stopped by now)."""
+        await self.app.stop()
+        await self.app.shutdown()
+
+    async def start_polling(self) -> None:
+        """Become the poller: first finish what a dead poller started (replicas)."""
+        assert self.app.updater is not None  # polling mode builds an updater
+        if self.replicated:
+            await self.recover(self.app)
+        await self.app.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+
+    async def stop_polling(self) -> None:
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+
+    @property
+    def polling(self) -> bool:
+        return self.app.updater is not None and self.app.updater.running
+
+    async def register_webhook(self) -> None:
+        """Webhook mode: tell Telegram where to deliver (the bot's web server)."""
+        telegram = self.config.telegram
+        await self.app.bot.set_webhook(
+            telegram.webhook_url or "",
+            secret_token=telegram.secret_token,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+
+    async def deliver(self, data: dict[str, Any]) -> None:
+        """An update the webhook received, handed to the application like a polled one;
+        ``InboundRejected`` (400) when it is not an update."""
+        try:
+            update = Update.de_json(data, self.app.bot)
+        except Exception as exc:  # PTB's parser meets untrusted JSON: any error is a 400
+            log.warning("webhook_update_unreadable", error=type(exc).__name__)
+            raise InboundRejected(400, "not a Telegram update") from None
+        await self.app.update_queue.put(update)
 
     async def register_commands(self, bot: Bot) -> None:
         """The menu users see, from the same table as /help."""
@@ -427,39 +511,6 @@ class TelegramFrontend:
             await _quietly(bot.set_my_commands(everything, scope=BotCommandScopeChat(admin)))
 
 
-class JobQueueScheduler:
-    """``schedules.Scheduler`` on python-telegram-bot's JobQueue."""
-
-    def __init__(self, app: App, callback: Any) -> None:
-        self._app = app
-        self._callback = callback
-
-    def start(self, schedule: Schedule, first_in_s: float) -> None:
-        queue = self._app.job_queue
-        if queue is None:  # pragma: no cover - the job-queue extra is a dependency
-            raise RuntimeError("python-telegram-bot was installed without the job-queue extra")
-        if first_in_s <= 0:  # run_repeating(first=0) never fires (APScheduler): run once now
-            queue.run_once(self._callback, 0, name=schedule.name, data=schedule)
-        if schedule.every_s:
-            queue.run_repeating(
-                self._callback,
-                interval=schedule.every_s,
-                first=first_in_s if first_in_s > 0 else schedule.every_s,
-                name=schedule.name,
-                data=schedule,
-            )
-        else:
-            trigger = cron_trigger(schedule.cron or "")
-            queue.run_custom(
-                self._callback, {"trigger": trigger}, name=schedule.name, data=schedule
-            )
-
-    def stop(self, name: str) -> None:
-        if self._app.job_queue is not None:
-            for job in self._app.job_queue.get_jobs_by_name(name):
-                job.schedule_removal()
-
-
 async def _quietly(call: Any) -> Any:
     """Await a Telegram call whose failure must not cost the user their reply."""
     try:
@@ -472,15 +523,11 @@ async def _quietly(call: Any) -> Any:
 TELEGRAM_POOL = 256  # python-telegram-bot's default connection pool for bot methods
 
 
-def build_application(
-    runtime: Runtime, *, rate_limiter: BaseRateLimiter[Any] | None = None
-) -> tuple[App, TelegramFrontend]:
-    """The python-telegram-bot Application wired to ``service``.
+def _application(config: Config, rate_limiter: BaseRateLimiter[Any] | None) -> App:
+    """python-telegram-bot's Application, on the bot's network stack, without handlers.
 
     In webhook mode it has no updater: the bot's own web server hands it the updates.
     """
-    config = runtime.config
-    frontend = TelegramFrontend(runtime)
     limiter = rate_limiter or AIORateLimiter(
         overall_max_rate=config.telegram.messages_per_second,
         group_max_rate=config.telegram.messages_per_minute_per_group,
@@ -499,28 +546,7 @@ def build_application(
     if config.telegram.webhook_url:
         builder = builder.updater(None)
     app: App = builder.build()
-    # A text reply to one of the bot's messages may answer a bridge post.
-    app.add_handler(
-        MessageHandler(
-            filters.UpdateType.MESSAGE & filters.REPLY & filters.TEXT & ~filters.Regex(r"^\s*/"),
-            frontend.on_reply,
-        )
-    )
-    # Commands anywhere; in a private chat every text gets an answer (a hint if not a command).
-    command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
-    private_text = filters.ChatType.PRIVATE & (filters.TEXT | filters.CAPTION)
-    app.add_handler(
-        MessageHandler(
-            filters.UpdateType.MESSAGE & (command_text | private_text), frontend.on_command
-        )
-    )
-    app.add_handler(CallbackQueryHandler(frontend.on_button, pattern=r"^confirm:"))
-    app.add_handler(CallbackQueryHandler(frontend.on_incident_button, pattern=r"^incident:"))
-    if frontend.replicated:  # every update recorded before, and marked after, handling
-        app.add_handler(TypeHandler(Update, frontend.journal_start), group=-1)
-        app.add_handler(TypeHandler(Update, frontend.journal_done), group=1)
-    app.add_error_handler(frontend.on_error)
-    return app, frontend
+    return app
 
 
 ALLOWED_UPDATES = ["message", "callback_query"]
@@ -532,105 +558,3 @@ def _request(pool: int) -> HTTPXRequest:
     return HTTPXRequest(
         connection_pool_size=pool, httpx_kwargs={"transport": AiohttpTransport(limits)}
     )
-
-
-async def serve(
-    app: App, frontend: TelegramFrontend, runtime: Runtime, stop: asyncio.Event
-) -> None:
-    """Run until ``stop`` is set, then finish the updates in flight and shut down.
-
-    Polling: this replica polls while it holds the poller lock (always, on SQLite) and
-    stands by otherwise. The web server (``http.port``) stops first, so no update or
-    inbound message is taken that the bot would not finish; accepted inbound messages
-    are already stored.
-    """
-    config = runtime.config
-    telegram = config.telegram
-    election = Election(runtime.storage)
-    async with app:
-        await app.start()
-        await frontend.post_init(app)
-
-        def role() -> Role:
-            return Role.WEBHOOK if telegram.webhook_url else election.role
-
-        async def health() -> tuple[bool, dict[str, str]]:
-            try:
-                await runtime.storage.ping()
-            except Exception:
-                return False, {"role": role().value, "storage": "unreachable"}
-            polling = app.updater is not None and app.updater.running
-            taking = role() is not Role.POLLER or polling
-            return taking and runtime.service.last_gateway_up is not False, {"role": role().value}
-
-        async def deliver(data: object) -> None:
-            try:
-                update = Update.de_json(data if isinstance(data, dict) else {}, app.bot)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.warning("webhook_update_unreadable", error=type(exc).__name__)
-                return
-            await app.update_queue.put(update)
-
-        server = None
-        if config.http.port:
-            from bot.web import Webhook, WebServer, make_app  # aiohttp.web only when serving
-
-            webhook = (
-                Webhook(telegram.secret_token or "", deliver) if telegram.webhook_url else None
-            )
-            server = WebServer(
-                make_app(
-                    health=health,
-                    metrics=runtime.metrics,
-                    webhook=webhook,
-                    bridge=runtime.bridge,
-                    pager=runtime.pager,
-                ),
-                config.http.listen,
-                config.http.port,
-            )
-            await server.start()
-        poster = (
-            asyncio.create_task(runtime.bridge.run_poster(frontend.post))
-            if runtime.bridge is not None
-            else None
-        )
-        paging = PagingWorkers(runtime.pager) if runtime.pager is not None else None
-        if paging is not None:
-            await paging.start(frontend.post)
-        updater = app.updater
-
-        async def lead() -> None:
-            assert updater is not None
-            if frontend.replicated:
-                await frontend.recover(app)
-            await updater.start_polling(allowed_updates=ALLOWED_UPDATES)
-
-        async def step_down() -> None:
-            assert updater is not None
-            await updater.stop()
-
-        electing = None
-        if telegram.webhook_url:
-            await app.bot.set_webhook(
-                telegram.webhook_url,
-                secret_token=telegram.secret_token,
-                allowed_updates=ALLOWED_UPDATES,
-            )
-        else:
-            electing = asyncio.create_task(election.run(lead, step_down, stop))
-        log.info("started", mode="webhook" if telegram.webhook_url else "polling")
-        await stop.wait()
-        log.info("stopping")
-        if server is not None:
-            await server.stop()
-        if electing is not None:
-            await electing
-        if updater is not None and updater.running:
-            await updater.stop()
-        if poster is not None:
-            poster.cancel()
-            await asyncio.gather(poster, return_exceptions=True)
-        if paging is not None:
-            await paging.stop()
-        await app.stop()

@@ -5,15 +5,25 @@ Telegram webhook at ``/telegram`` (the python-telegram-bot "custom webhook" way:
 handler hands each update to the application, PTB's own server is never started) and
 the inbound URLs of the two-way bridge and Alertmanager's ``/alerts/<secret>``. One
 server, one port, one network stack.
+
+Every POST route reads its body with ``read_json`` (or ``read_body``), with a cap of its
+own: the body is read whole — however many TCP segments it came in, chunked or not —
+before it is judged; over the cap is 413 whether declared or not, a body that has not
+all arrived within ``IDLE_TIMEOUT_S`` is 408, and odd JSON is 400 (``bot.untrusted``).
+A route refuses by raising ``InboundRejected``; one middleware turns it into the JSON
+answer ``{"error": ...}`` with its status. Idle keep-alive connections are closed after
+``IDLE_TIMEOUT_S`` (aiohttp's default is an hour).
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.bridge import CHANNELS, MAX_BODY_BYTES, Bridge
 from bot.errors import InboundRejected
@@ -21,18 +31,22 @@ from bot.logs import get_logger
 from bot.metrics import Metrics
 from bot.paging.escalation import Pager
 from bot.paging.intake import MAX_BODY_BYTES as MAX_ALERT_BYTES
+from bot.untrusted import decode_json_object, same_secret
 
 log = get_logger("bot.web")
+IDLE_TIMEOUT_S = 15.0  # silence after which a connection is closed, and a body given up
+WEBHOOK_MAX_BYTES = 1024 * 1024  # a Telegram update is a few KB
 Health = Callable[[], Awaitable[tuple[bool, dict[str, str]]]]
 """Returns (healthy, details) for /healthz."""
 
 
 @dataclass(frozen=True)
 class Webhook:
-    """Telegram's webhook: updates with the right secret token go to ``deliver``."""
+    """Telegram's webhook: updates with the right secret token go to ``deliver``, which
+    raises ``InboundRejected`` (400) for an object that is not an update."""
 
     secret_token: str
-    deliver: Callable[[object], Awaitable[None]]
+    deliver: Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def make_app(
@@ -43,7 +57,7 @@ def make_app(
     bridge: Bridge | None = None,
     pager: Pager | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_refusals])
 
     async def healthz(request: web.Request) -> web.Response:
         healthy, details = await health()
@@ -65,13 +79,9 @@ def make_app(
 
         async def telegram(request: web.Request) -> web.Response:
             token = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-            if not hmac.compare_digest(token.encode(), hook.secret_token.encode()):
-                return web.Response(status=403, text="forbidden\n")
-            try:
-                update = await request.json()
-            except (ValueError, UnicodeDecodeError):
-                return web.Response(status=400, text="not JSON\n")
-            await hook.deliver(update)
+            if not same_secret(token, hook.secret_token):
+                raise InboundRejected(403, "forbidden")
+            await hook.deliver(await read_json(request, WEBHOOK_MAX_BYTES))
             return web.Response(text="ok\n")
 
         app.router.add_post("/telegram", telegram)
@@ -82,60 +92,84 @@ def make_app(
             channel = CHANNELS.get(request.match_info["channel"])
             if channel is None or not inbound.secret_matches(request.match_info["secret"]):
                 raise web.HTTPNotFound()
-            if (request.content_length or 0) > MAX_BODY_BYTES:
-                return _refused(InboundRejected(413, f"body over {MAX_BODY_BYTES} bytes"))
-            raw = await request.content.read(MAX_BODY_BYTES + 1)
-            try:
-                await inbound.accept(channel, raw)
-            except InboundRejected as exc:
-                return _refused(exc)
+            await inbound.accept(channel, await read_body(request, MAX_BODY_BYTES))
             return web.json_response({"status": "stored"})
 
         app.router.add_post("/inbound/{channel}/{secret}", accept)
     if pager is not None:
         paging = pager
-        expected = paging.alerts.secret.encode()
 
         async def alerts(request: web.Request) -> web.Response:
-            """Alertmanager's webhook: 200 only once stored, 503 when it cannot be."""
-            if not hmac.compare_digest(request.match_info["secret"].encode(), expected):
+            """Alertmanager's webhook: 200 only once stored, 503 when it cannot be (it
+            retries a 5xx and drops a 4xx, so a valid body never gets one)."""
+            if not same_secret(request.match_info["secret"], paging.alerts.secret):
                 raise web.HTTPNotFound()
             if request.method != "POST":
                 raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+            raw = await read_body(request, MAX_ALERT_BYTES)
             try:
-                await paging.accept(await read_capped(request, MAX_ALERT_BYTES))
-            except InboundRejected as exc:
-                return _refused(exc)
+                await paging.accept(raw)
+            except InboundRejected:
+                raise
             except Exception:
                 log.exception("alert_not_stored")
-                return web.json_response({"error": "could not be stored; retry"}, status=503)
+                raise InboundRejected(503, "could not be stored; send it again") from None
             return web.json_response({"status": "stored"})
 
         app.router.add_route("*", "/alerts/{secret}", alerts)
     return app
 
 
-async def read_capped(request: web.Request, limit: int) -> bytes:
-    """The whole body, however it arrives (pieces, chunked); over ``limit``: a 413."""
-    if (request.content_length or 0) > limit:
-        raise InboundRejected(413, f"body over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise InboundRejected(413, f"body over {limit} bytes")
-    return bytes(body)
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The whole body of ``request``, at most ``max_bytes`` (aiohttp's own capped read).
+
+    Raises ``InboundRejected``: 413 over the cap (declared or counted), 408 when the
+    body has not all arrived within the connection's idle timeout, 400 when its
+    framing is broken (a bad chunk). Call it once the request is authenticated.
+    """
+    too_big = InboundRejected(413, f"body over {max_bytes} bytes")
+    if (request.content_length or 0) > max_bytes:
+        raise too_big
+    try:
+        async with asyncio.timeout(request.protocol.keepalive_timeout):
+            return await request.clone(client_max_size=max_bytes).read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_big from None
+    except TimeoutError:
+        raise InboundRejected(408, "body did not arrive in time") from None
+    except HttpProcessingError:
+        raise InboundRejected(400, "body is not valid HTTP") from None
+    except ConnectionError:  # the client left half-way: nobody reads this answer
+        raise InboundRejected(400, "connection lost before the body arrived") from None
 
 
-def _refused(exc: InboundRejected) -> web.Response:
-    return web.json_response({"error": str(exc)}, status=exc.status)
+async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
+    """``read_body`` decoded as a JSON object (``bot.untrusted``): every oddity is 400."""
+    return decode_json_object(await read_body(request, max_bytes))
+
+
+@web.middleware
+async def _refusals(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A route refuses by raising ``InboundRejected``: one JSON answer with its status.
+    A body that was not read to its end (413, 408) ends the connection."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except InboundRejected as exc:
+        response = web.json_response({"error": str(exc)}, status=exc.status)
+        if exc.status in (408, 413):
+            response.force_close()
+    return response
 
 
 class WebServer:
     """Start and stop ``make_app``'s application on ``listen:port``."""
 
-    def __init__(self, app: web.Application, listen: str, port: int) -> None:
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    def __init__(
+        self, app: web.Application, listen: str, port: int, *, idle_s: float = IDLE_TIMEOUT_S
+    ) -> None:
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=idle_s
+        )
         self._listen, self._port = listen, port
 
     async def start(self) -> None:

@@ -44,6 +44,7 @@ class HttpResponse:
     status: int = 200
     body: bytes = b""
     content_type: str = "application/json"
+    chunked: bool = False  # sent in chunks, with no Content-Length: the size is unknown
 
     @classmethod
     def of_json(cls, data: Any, status: int = 200) -> HttpResponse:
@@ -182,13 +183,17 @@ class HttpServer:
                     self.in_flight -= 1
                 if response is None:
                     return
+                framing = (
+                    "Transfer-Encoding: chunked"
+                    if response.chunked
+                    else f"Content-Length: {len(response.body)}"
+                )
                 head = (
                     f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Status')}\r\n"
-                    f"Content-Type: {response.content_type}\r\n"
-                    f"Content-Length: {len(response.body)}\r\n\r\n"
+                    f"Content-Type: {response.content_type}\r\n{framing}\r\n\r\n"
                 )
-                writer.write(head.encode() + response.body)
-                await writer.drain()
+                writer.write(head.encode())
+                await _write_body(writer, response)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
@@ -231,6 +236,19 @@ class HttpServer:
         if fault is not None and fault.response:
             return fault.response
         return await self.handle(request)
+
+
+async def _write_body(writer: asyncio.StreamWriter, response: HttpResponse) -> None:
+    if not response.chunked:
+        writer.write(response.body)
+        await writer.drain()
+        return
+    for start in range(0, len(response.body), 256 * 1024):
+        piece = response.body[start : start + 256 * 1024]
+        writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        await writer.drain()
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> HttpRequest | None:
@@ -460,6 +478,7 @@ class FakeTelegram(HttpServer):
         self.updates: list[dict[str, Any]] = []
         self.sent: list[Sent] = []
         self.files: dict[str, bytes] = {}
+        self.unsized: set[str] = set()  # files whose size Telegram does not tell
         self.commands: list[dict[str, Any]] = []
         self.callback_answers: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
@@ -535,8 +554,12 @@ class FakeTelegram(HttpServer):
             }
         )
 
-    def add_file(self, file_id: str, content: bytes) -> None:
+    def add_file(self, file_id: str, content: bytes, *, sized: bool = True) -> None:
+        """A file the bot may download; ``sized=False``: getFile omits its size and the
+        download comes chunked, so only counting what arrives tells how big it is."""
         self.files[file_id] = content
+        if not sized:
+            self.unsized.add(file_id)
 
     def _push(self, update: dict[str, Any]) -> None:
         self.updates.append({"update_id": next(self._update_ids), **update})
@@ -566,7 +589,8 @@ class FakeTelegram(HttpServer):
         if request.path.startswith(f"/file/bot{self.token}/"):
             name = request.path.rsplit("/", 1)[1]
             if name in self.files:
-                return HttpResponse(200, self.files[name], "application/octet-stream")
+                chunked = name in self.unsized
+                return HttpResponse(200, self.files[name], "application/octet-stream", chunked)
             return HttpResponse.of_text("not found", 404)
         match = re.fullmatch(rf"/bot{re.escape(self.token)}/(\w+)", request.path)
         if not match:
@@ -642,10 +666,11 @@ class FakeTelegram(HttpServer):
 
     async def api_getFile(self, params: dict[str, Any]) -> Any:
         file_id = str(params["file_id"])
+        size = {} if file_id in self.unsized else {"file_size": len(self.files[file_id])}
         return {
             "file_id": file_id,
             "file_unique_id": file_id,
-            "file_size": len(self.files[file_id]),
+            **size,
             "file_path": f"documents/{file_id}",
         }
 

@@ -6,7 +6,6 @@ leaves a silence that Alertmanager's API shows with the incident's labels."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -66,7 +65,6 @@ def count_notifications(bot: BotUnderTest) -> Callable[[int], Awaitable[None]]:
 
 async def started_bot(make_bot: BotUnderTest, **alerts: Any) -> tuple[BotUnderTest, int]:
     port = free_port()
-    make_bot.clock.now = time.time()  # Alertmanager checks silences against its own clock
     return await make_bot.start(**paging_config(port, **alerts)), port
 
 
@@ -112,7 +110,6 @@ async def test_the_silence_button_leaves_a_silence_with_the_incidents_labels(
 ) -> None:
     port = free_port()
     (manager,) = await managers.start(port)
-    make_bot.clock.now = time.time()
     bot = await make_bot.start(**paging_config(port, alertmanager_url=manager.url))
     await manager.push(ALERT)
     telegram = bot.telegram

@@ -12,9 +12,12 @@ from tests.conftest import ADMIN, ENV, BotUnderTest, free_port, start_bot_proces
 from tests.fakes import HANG, delay
 
 
-async def run_cli(*args: str, stdin: bytes = b"", timeout: float = 60) -> tuple[int, str, str]:
+async def run_cli(
+    *args: str, stdin: bytes = b"", timeout: float = 60, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, env=ENV, stdin=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "bot", *args, env={**ENV, **(env or {})},
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
@@ -151,6 +154,55 @@ async def test_an_unreachable_database_is_one_line_and_exit_1(
         err.strip().splitlines()[-1].startswith("error: database.url: cannot connect to PostgreSQL")
     )
     assert "Traceback" not in err + out
+
+
+@pytest.mark.parametrize("action", [["run"], ["check"], ["exec", "/status"]])
+async def test_a_numeric_secret_is_one_line_that_does_not_show_it(
+    make_bot: BotUnderTest, action: list[str]
+) -> None:
+    path = make_bot.write_config(whatsmate={"client_secret": 1234567890123})
+    code, out, err = await run_cli(action[0], "--config", str(path), *action[1:])
+    assert code == 2
+    assert err == (
+        "config error: whatsmate.client_secret: expected a string, in quotes, "
+        "got a number (not shown: it is a secret)\n"
+    )
+    assert "1234567890123" not in err + out
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://bot:pa55word@127.0.0.1:54x2/x", "a port is not a number"),
+        ("postgresql://bot:pa55@word@127.0.0.1/x", "more than one @ before the host"),
+        ("postgresql://bot:pa55word@127.0.0.1:1/x?target_session_attrs=any-old", "asyncpg"),
+    ],
+)
+@pytest.mark.parametrize("action", [["run"], ["check"], ["exec", "/status"]])
+async def test_a_malformed_database_url_is_one_line_and_exit_2(
+    make_bot: BotUnderTest, action: list[str], url: str, problem: str
+) -> None:
+    path = make_bot.write_config(database={"url": url})
+    code, out, err = await run_cli(action[0], "--config", str(path), *action[1:])
+    assert code == 2, err
+    (line,) = [line for line in err.splitlines() if not line.startswith('{"')]  # not a log
+    assert line.startswith("config error: database.url: ") and problem in line
+    assert "pa55" not in err + out and "Traceback" not in err + out
+
+
+async def test_secrets_with_a_trailing_newline_work_end_to_end(make_bot: BotUnderTest) -> None:
+    """A secret read from a mounted file ends with a newline: it is sent without it."""
+    path = make_bot.write_config(whatsmate={"client_secret": "${WM_SECRET}"})
+    env = {"WM_SECRET": f"{make_bot.whatsmate.client_secret}\n"}
+    code, out, err = await run_cli("exec", "--config", str(path), "/wa alice hi", env=env)
+    assert (code, out) == (0, "WhatsApp (instance 0)\nalice: queued\n"), err
+    (send,) = make_bot.whatsmate.sends()
+    assert send.headers["x-wm-client-secret"] == make_bot.whatsmate.client_secret
+
+
+async def test_a_token_with_a_trailing_newline_polls(make_bot: BotUnderTest) -> None:
+    bot = await make_bot.start(telegram={"token": f"{make_bot.telegram.token}\n"})
+    assert await bot.reply_text("/whoami") == f"You are {ADMIN} (admin) in chat {ADMIN}."
 
 
 async def test_demo_shows_the_paging_loop() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import yaml
 
 from bot.config import load_config, parse_config
 from bot.errors import ConfigError, RecipientError
+from bot.logs import configure_logging, get_logger
 from bot.vocabulary import Channel
 
 ENV = {
@@ -250,6 +253,127 @@ def test_the_compose_file_runs_two_replicas_on_one_database() -> None:
     env = {**ENV, "DATABASE_URL": "postgresql://whatsmate:x@db:5432/whatsmate"}
     config = load_config(Path("deploy/replicas.yaml"), env)
     assert config.database_url == env["DATABASE_URL"] and config.http.port == 8080
+
+
+# -- secrets: never shown, whitespace stripped; database URLs checked and redacted -------
+
+WEBHOOK = {"webhook_url": "https://bot.example.com/telegram"}
+SECRET_PLACES = [
+    ("telegram.token", {"telegram": {"token": 1234567890123}}),
+    ("telegram.secret_token", {"telegram": {**WEBHOOK, "secret_token": 1234567890123}}),
+    ("whatsmate.client_id", {"whatsmate": {"client_id": 1234567890123}}),
+    ("whatsmate.client_secret", {"whatsmate": {"client_secret": 1234567890123}}),
+    ("whatsmate.client_secret", {"whatsmate": {"client_secret": [1234567890123]}}),
+    ("inbound.secret", {"inbound": {"secret": 1234567890123, "chat": 1}}),
+    ("database.url", {"database": {"url": 1234567890123}}),
+]
+
+
+@pytest.mark.parametrize(("key", "raw"), SECRET_PLACES)
+def test_a_config_error_never_shows_a_secrets_value(key: str, raw: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(minimal(http={"port": 8080}, **raw), ENV)
+    assert caught.value.key == key
+    assert "1234567890123" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_secret_with_a_line_break_inside_is_refused_unshown() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(minimal(whatsmate={"client_secret": "abc\ndef-SECRET"}), ENV)
+    assert caught.value.key == "whatsmate.client_secret"
+    assert "SECRET" not in str(caught.value)
+
+
+def test_whitespace_around_every_secret_is_stripped() -> None:
+    env = {
+        "TELEGRAM_BOT_TOKEN": "111:tok\n",
+        "WHATSMATE_CLIENT_ID": " me@example.com\n",
+        "WHATSMATE_CLIENT_SECRET": "sec\r\n",
+        "WHATSMATE_INBOUND_SECRET": "a" * 16 + "\n",
+        "TELEGRAM_WEBHOOK_SECRET": "hook\n",
+        "DB": "postgresql://bot:pw@db/x\n",
+    }
+    raw = minimal(
+        http={"port": 8080},
+        inbound={"chat": 1},
+        telegram=WEBHOOK,
+        database={"url": "${DB}"},
+    )
+    config = parse_config(raw, env)
+    assert config.telegram.token == "111:tok" and config.telegram.secret_token == "hook"
+    assert config.whatsmate.client_id == "me@example.com"
+    assert config.whatsmate.client_secret == "sec"
+    assert config.inbound is not None and config.inbound.secret == "a" * 16
+    assert config.database_url == "postgresql://bot:pw@db/x"
+    in_file = parse_config(minimal(telegram={"token": "  999:file\n"}), ENV)
+    assert in_file.telegram.token == "999:file"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bot:pa55word@db:54x2/whatsmate",
+        "postgresql://bot:pa55word@db:99999/whatsmate",
+        "postgresql://bot:pa55word@[::1/whatsmate",
+        "postgresql://bot:pa55word@h1,,h2/whatsmate",
+        "postgresql://bot:pa55@word@db/whatsmate",
+        "postgresql://bot:pa55word@db/whatsmate?port=5x",
+        "postgresql://bot:pa55word@db/whatsmate?sslmode=sometimes",
+        "postgresql://bot:pa55word@db/whatsmate?a=1&&b",
+        "postgresql://bot:pa55word@db/whatsmate?password",
+        "garbage pa55word",
+    ],
+)
+def test_a_malformed_database_url_is_one_line_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(minimal(database={"url": url}), ENV)
+    assert caught.value.key == "database.url"
+    assert "pa55" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://h1:5432,h2:5433/whatsmate",
+        "postgres://[::1]:5432/whatsmate",
+        "postgresql:///whatsmate?host=/run/postgresql",
+        "postgresql://db/whatsmate?sslmode=verify-full&port=5433",
+    ],
+)
+def test_database_urls_postgresql_takes_are_accepted(url: str) -> None:
+    assert parse_config(minimal(database={"url": url}), ENV).database_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "passwords"),
+    [
+        ("postgresql://:pw-only@db/x", {"pw-only"}),
+        ("postgresql://bot@db/x?sslmode=require&password=in-query", {"in-query"}),
+        ("postgresql://bot:p%40ss%2Fword@db/x", {"p%40ss%2Fword", "p@ss/word"}),
+        ("postgresql://bot:pw1@db/x?password=pw%232", {"pw1", "pw%232", "pw#2"}),
+    ],
+)
+def test_every_form_of_password_in_the_url_is_a_secret(url: str, passwords: set[str]) -> None:
+    config = parse_config(minimal(database={"url": url}), ENV)
+    assert passwords <= set(config.secrets)
+
+
+@pytest.mark.parametrize(
+    ("line", "hidden"),
+    [
+        ("connecting to postgresql://bot:pw@db:5432/x", "pw@"),
+        ("dsn postgresql://:zz@db/x failed", ":zz@"),
+        ("postgresql://bot:p@ss@db/x", "p@ss"),
+        ("postgresql://bot@db/x?sslmode=require&password=qq", "qq"),
+        ("host=db password=kw user=bot", "kw"),
+    ],
+)
+def test_logs_redact_passwords_in_urls_whatever_their_length(line: str, hidden: str) -> None:
+    stream = io.StringIO()
+    configure_logging(fmt="json", stream=stream)
+    get_logger("test").error("database_problem", detail=line)
+    logged = json.loads(stream.getvalue())["detail"]
+    assert hidden not in logged and "[REDACTED]" in logged
 
 
 ALERTS = {

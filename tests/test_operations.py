@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import httpx
 
-from bot.schedules import Schedule, first_run_in, should_post
-from bot.storage import LastRun
+from bot.schedules import Schedule, Timers, first_run_in, should_post
+from bot.storage import LastRun, Storage, StoredPrompt
+from bot.storage.sqlite import SqliteDriver
 from tests.conftest import ADMIN, TEAM, USER, BotUnderTest, free_port
 from tests.fakes import BOT_ID
 
@@ -227,6 +229,28 @@ async def test_metrics_and_health(make_bot: BotUnderTest) -> None:
             pass
 
 
+async def test_strangers_cannot_grow_the_metrics(make_bot: BotUnderTest) -> None:
+    """Labels come from the command table: any other word counts as ``unknown``."""
+    port = free_port()
+    bot = await make_bot.start(http={"listen": "127.0.0.1", "port": port})
+
+    async def series() -> list[str]:
+        async with httpx.AsyncClient() as client:
+            page = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        return [line for line in page.splitlines() if not line.startswith("#")]
+
+    await bot.say("/zz", user=STRANGER_ID)
+    before = await series()
+    for n in range(60):
+        bot.telegram.message(f"/zz{n}", user=STRANGER_ID)
+    bot.telegram.message("/" + "z" * 5000, user=STRANGER_ID)
+    await bot.telegram.wait_replies(62, STRANGER_ID)
+    after = await series()
+    assert len(after) == len(before)
+    assert 'whatsmate_bot_commands_total{command="unknown",outcome="denied"} 62.0' in after
+    assert max(len(line) for line in after) < 200
+
+
 async def test_webhook_mode_checks_the_secret_token(make_bot: BotUnderTest) -> None:
     port = free_port()
     bot = await make_bot.start(
@@ -268,3 +292,43 @@ async def test_webhook_mode_checks_the_secret_token(make_bot: BotUnderTest) -> N
         f"You are {ADMIN} (admin) in chat {ADMIN}."
     ]
     assert BOT_ID  # the fake Telegram answered getMe for the webhook bot too
+
+
+async def test_timers_run_a_due_schedule_and_finish_it_when_stopped() -> None:
+    timers = Timers()
+    yearly = Schedule("y", TEAM, "/status", cron="0 0 1 1 *")
+    timers.start(yearly, first_in_s=0)  # missed its slot: runs once, as soon as they run
+    timers.start(Schedule("gone", TEAM, "/status", every_s=10), first_in_s=0)
+    timers.stop("gone")
+    began, release, fired = asyncio.Event(), asyncio.Event(), []
+
+    async def fire(schedule: Schedule) -> None:
+        began.set()
+        await release.wait()
+        fired.append(schedule)
+
+    running = asyncio.create_task(timers.run(fire))
+    await asyncio.wait_for(began.wait(), 5)
+    running.cancel()  # stopping does not cut the run in flight short
+    for _ in range(10):  # loop turns, not time: the cancel has long been delivered
+        await asyncio.sleep(0)
+    assert not running.done()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(running, return_exceptions=True), 5)
+    assert fired == [yearly]
+
+
+async def test_the_bot_prunes_its_state_before_it_is_up(make_bot: BotUnderTest) -> None:
+    """A prompt left by a crash two hours ago is gone once the bot polls; a fresh one stays."""
+    now = make_bot.clock.now()
+    path = make_bot.tmp_path / "audit.sqlite3"
+    storage = await Storage.open(await SqliteDriver.open(path))
+    await storage.save_prompt(StoredPrompt("fresh", now - 60, ADMIN, "{}"))
+    await storage.save_prompt(StoredPrompt("stale", now - 7200, ADMIN, "{}"))
+    await storage.aclose()
+    bot = await make_bot.start()
+    assert bot.runtime is not None
+    assert await bot.runtime.storage.peek_prompt("stale") is None
+    assert await bot.runtime.storage.peek_prompt("fresh") is not None
+    pruned = [json.loads(line) for line in bot.log_text().splitlines() if '"pruned"' in line]
+    assert [line["rows"] for line in pruned] == [1]

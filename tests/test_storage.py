@@ -183,3 +183,39 @@ async def test_one_poller_and_a_standby_that_takes_over(
     assert await first.try_poller()  # still held
     await first.aclose()  # the poller goes away: its session, and the lock, with it
     assert await second.try_poller()
+
+
+async def test_the_poller_lease_one_holder_a_term_per_holder_and_a_fence(
+    two_replicas: tuple[Storage, Storage],
+) -> None:
+    first, second = two_replicas
+    assert await first.claim_poller("a", 60) == 1
+    assert await second.claim_poller("b", 60) is None
+    assert await first.claim_poller("a", 60) == 1  # renewed: the same term
+    assert await first.record_polled_update(1, "a", "{}", NOW, 1) is True
+    assert await second.record_polled_update(2, "b", "{}", NOW, 1) is None  # not its lease
+    await first.release_poller("a")  # a clean shutdown: taken at once
+    assert await second.claim_poller("b", 0) == 2  # a lease of 0 s has lapsed already
+    assert await first.record_polled_update(3, "a", "{}", NOW, 1) is None  # fenced off
+    claims = await asyncio.gather(first.claim_poller("a", 60), second.claim_poller("c", 60))
+    assert sorted(claims, key=str) == [3, None]  # of two standbys, one takes it
+    assert [e.update_id for e in await first.unfinished_updates("", NOW)] == [1]
+
+
+async def test_the_lease_on_sqlite_is_always_this_process(tmp_path: Path) -> None:
+    storage = await Storage.open(await SqliteDriver.open(tmp_path / "state.sqlite3"))
+    assert await storage.claim_poller("a", 0) == await storage.claim_poller("b", 0) == 1
+    assert await storage.record_polled_update(1, "b", "{}", NOW, 1) is True
+    await storage.release_poller("a")
+    await storage.aclose()
+
+
+async def test_schedule_numbers_are_never_given_twice(storage: Storage) -> None:
+    assert [await storage.next_schedule_number() for _ in range(3)] == [1, 2, 3]
+
+
+async def test_schedule_numbers_across_replicas(two_replicas: tuple[Storage, Storage]) -> None:
+    numbers = await asyncio.gather(
+        *(r.next_schedule_number() for r in two_replicas for _ in range(5))
+    )
+    assert sorted(numbers) == list(range(1, 11))

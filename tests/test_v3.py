@@ -426,3 +426,38 @@ async def test_pdf_refuses_telegram_file_urls_and_non_http(bot: BotUnderTest, ur
     assert reply.startswith(("Not sent: that is a Telegram file address", "Usage: /pdf <url>"))
     assert bot.whatsmate.requests == []
     assert bot.telegram.token not in reply
+
+
+# -- a size cap on every download -------------------------------------------------------
+
+
+async def test_a_file_whose_size_telegram_omits_stops_at_the_limit(v3: BotUnderTest) -> None:
+    """No size in the message or from getFile, and no Content-Length: the bot counts."""
+    v3.telegram.add_file("p9", b"\xff" * 5_000_000, sized=False)
+    photo_without_size = {"photo": [{"file_id": "p9", "file_unique_id": "p9", "width": 1280,
+                                     "height": 960}]}  # fmt: skip
+    reply = await v3.reply_text("/photo alice", caption=True, **photo_without_size)
+    assert reply == (
+        "Not sent: the image is over 4.5 MB; WhatsMate takes at most 6.0 MB once base64-encoded."
+    )
+    assert v3.whatsmate.requests == []
+
+
+async def test_under_v1_a_download_stops_at_telegrams_20_mb(bot: BotUnderTest) -> None:
+    over = "Not sent: the file is over 20 MB, the most the bot downloads (Telegram's bot limit)."
+    bot.telegram.add_file("d9", b"%PDF" * (21 * 1024 * 1024 // 4), sized=False)
+    unsized = {"file_id": "d9", "file_unique_id": "d9", "file_name": "huge.pdf"}
+    assert await bot.reply_text("/doc alice", caption=True, document=unsized) == over
+    reported = {**unsized, "file_id": "d8", "file_size": 25_000_000}
+    assert await bot.reply_text("/doc alice", caption=True, document=reported) == over
+    assert [r.body for r in bot.telegram.calls("/getFile$")] == [b"file_id=d9"]
+    assert bot.whatsmate.requests == []
+
+
+async def test_an_answer_over_the_cap_is_not_read_whole(v3: BotUnderTest) -> None:
+    v3.whatsmate.pdf_text = "x" * 11_000_000
+    text = await v3.reply_text(f"/pdf {PDF_URL}", chat=TEAM, user=USER)
+    job = v3.whatsmate.job_ids[0]
+    assert text == (
+        f"WhatsMate failed — unexpected answer (HTTP 200: an answer over 10.0 MB) (PDF job {job})"
+    )

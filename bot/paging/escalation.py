@@ -23,14 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from bot.audit import AuditLog
-from bot.bridge import Post
+from bot.clock import Clock
 from bot.commands import SendText
 from bot.config import AlertsConfig, EscalationStep
 from bot.errors import AlertmanagerError, LimitExceeded
@@ -94,7 +93,7 @@ class Pager:
         audit: AuditLog,
         *,
         address_book: AddressBook,
-        clock: Callable[[], float],
+        clock: Clock,
         replica: str,
         send_lease_s: float,
         max_concurrency: int = 20,
@@ -131,7 +130,7 @@ class Pager:
         except Exception:
             self._count("unknown", "rejected")
             raise
-        now = self._clock()
+        now = self._clock.now()
         alerts = self.alerts
 
         def decide(current: rules.Incident | None, number: int) -> rules.Decision | None:
@@ -180,7 +179,7 @@ class Pager:
                 with contextlib.suppress(Exception):
                     upcoming = await self._store.next_due()
                     if upcoming is not None:
-                        timeout = min(timeout, max(0.0, upcoming - self._clock()))
+                        timeout = min(timeout, max(0.0, upcoming - self._clock.now()))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
@@ -196,7 +195,7 @@ class Pager:
         The sends run in the background: a page held by a slow gateway never holds up
         another incident's.
         """
-        now = self._clock()
+        now = self._clock.now()
         interrupted = await self._store.interrupted_sends(now, starting=starting)
         if interrupted:
             await self._interrupted(interrupted, now)
@@ -251,8 +250,7 @@ class Pager:
             for line in lines
         )
         done = [SendDone(row.id, line.outcome.value) for row, line in zip(rows, lines, strict=True)]
-        # Threads are on wall-clock time, as the bridge reads them (like /wa's).
-        await self._store.finish_sends(done, [NewReply(batch.incident, text)], time.time())
+        await self._store.finish_sends(done, [NewReply(batch.incident, text)], self._clock.now())
         self.poster.wake()
         for line in lines:
             self._record(
@@ -324,7 +322,7 @@ class Pager:
 
     async def acknowledge(self, number: int, by: str, via: Channel) -> Answer:
         """Acknowledge incident ``number``, once; a second one is told who took it."""
-        now = self._clock()
+        now = self._clock.now()
         decision = await self._store.change(
             number, now, lambda incident: rules.acknowledge(incident, by, via, now)
         )
@@ -353,7 +351,7 @@ class Pager:
             return Answer(f"#{number} is already resolved.", False)
         if self._alertmanager is None:
             return Answer("Silencing needs alerts.alertmanager_url in the config.", False)
-        now = self._clock()
+        now = self._clock.now()
         until = now + seconds
         try:
             silence_id = await self._alertmanager.create_silence(
@@ -387,7 +385,7 @@ class Pager:
 
     async def incidents_text(self) -> str:
         """``/incidents``: the open ones, one line each."""
-        now = self._clock()
+        now = self._clock.now()
         found = await self._store.open_incidents()
         if not found:
             return "No open incidents."
@@ -405,23 +403,3 @@ def _result(decision: rules.Decision | None) -> str:
     if any(isinstance(e, rules.Post) for e in decision.effects):
         return "opened"
     return "changed"
-
-
-class PagingWorkers:
-    """The long-running parts of paging, started and stopped together by the lifecycle."""
-
-    def __init__(self, pager: Pager) -> None:
-        self._pager = pager
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def start(self, post: Post) -> None:
-        self._tasks = [
-            asyncio.create_task(self._pager.run()),
-            asyncio.create_task(self._pager.poster.run(post)),
-        ]
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []

@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from bot.bridge import Button, Post
+from bot.clock import Clock
 from bot.errors import PostFailed
 from bot.logs import get_logger
 from bot.storage.paging import PagingStore, PostRow
@@ -83,9 +84,7 @@ def plan(rows: Sequence[PostRow], allowance: int) -> Planned | None:
 class IncidentPoster:
     """Posts what the incidents owe the chat, now and whenever more is stored."""
 
-    def __init__(
-        self, store: PagingStore, clock: Callable[[], float], per_minute: float = 20
-    ) -> None:
+    def __init__(self, store: PagingStore, clock: Clock, per_minute: float = 20) -> None:
         self._store = store
         self._clock = clock
         self._per_minute = per_minute
@@ -124,7 +123,7 @@ class IncidentPoster:
     async def post_all(self, post: Post) -> None:
         """Post everything that can go now (also the demo's one-shot way)."""
         while True:
-            rows = await self._store.claim_posts(self._clock(), LEASE_S)
+            rows = await self._store.claim_posts(self._clock.now(), LEASE_S)
             planned = plan(rows, self._allowance(rows[0].chat_id) if rows else 0)
             taken = {r.id for r in planned.rows} if planned else set()
             left = [r.id for r in rows if r.id not in taken]
@@ -141,5 +140,4 @@ class IncidentPoster:
                 log.warning("incident_post_failed", chat=planned.chat_id, rows=len(taken))
                 raise
             self._posted[planned.chat_id].append(time.monotonic())
-            # Wall-clock time: the bridge reads threads (where answers land) on it.
-            await self._store.mark_posted(planned.rows, post_id, time.time())
+            await self._store.mark_posted(planned.rows, post_id, self._clock.now())

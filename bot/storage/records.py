@@ -78,6 +78,7 @@ class JournalEntry:
     update_id: int
     owner: str
     payload: str
+    received: float = 0.0  # when it was recorded (seconds since the epoch)
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX threads_at ON threads (at);
     CREATE INDEX inbound_posted ON inbound (posted) WHERE posted IS NOT NULL
     """,
-    # 3: incident paging (bot/storage/paging.py): incidents, the sends they owe (claimed
+    # 3: the poller lease (PostgreSQL's election: one row, expiry by the database's clock)
+    # and counters (chat-added schedule names are never given twice).
+    """
+    CREATE TABLE IF NOT EXISTS poller_lease (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        holder TEXT NOT NULL,
+        term BIGINT NOT NULL,
+        expires DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS counters (
+        name TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    )
+    """,
+    # 4: incident paging (bot/storage/paging.py): incidents, the sends they owe (claimed
     # before they are made), the posts they owe the chat.
     """
     CREATE TABLE incidents (

@@ -2,13 +2,16 @@
 
 The audit trail, chat-added schedules and their runs and slots, the inbound outbox of the
 two-way bridge and its reply threads, confirmation prompts, the update journal and the
-poller election. Every promise that matters across replicas is made by the database,
-not by the caller: a prompt is claimed with ``DELETE … RETURNING``, a schedule slot and
-an update id with a primary key, inbound messages under a lease with
-``Dialect.skip_locked``, a repeated delivery in a transaction locked on its digest.
+poller election (a lease row on PostgreSQL, judged by the database's clock; on SQLite
+one process owns the file and is always the poller). Every promise that matters across
+replicas is made by the database, not by the caller: a prompt is claimed with
+``DELETE … RETURNING``, a schedule slot and an update id with a primary key, inbound
+messages under a lease with ``Dialect.skip_locked``, a repeated delivery in a
+transaction locked on its digest, a journal entry together with a check of the lease.
 
-Nothing is kept longer than it serves (``KEPT``): each table drops its expired rows
-where it grows, and ``prune`` sweeps them all (the lifecycle may call it on a schedule).
+Nothing is kept longer than it serves (``KEPT``): each table that grows with use drops
+its expired rows as it grows, and ``prune`` sweeps them all (the threads table, one row
+per number, only there); the lifecycle may call it on a schedule.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from bot.storage.schema import migrate
 from bot.vocabulary import AuditEntry, Channel, Outcome
 
 HOUR = 3600.0
+# The database's clock, in seconds since the epoch: the one clock a poller lease is judged
+# by (PostgreSQL only: on SQLite one process owns the file and is always the poller).
+DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
 REPLAY_WITHIN_S = 24 * HOUR  # a journal entry older than this is never replayed (a takeover)
 # How long rows are kept after they stopped being needed, per table: the statement that
 # drops them and the age it drops at.
@@ -92,6 +98,19 @@ async def _drop_expired(connection: Connection, table: str, now: float) -> int:
     return await connection.execute(statement, now - kept_s)
 
 
+async def _record(
+    connection: Connection, update_id: int, owner: str, payload: str, now: float
+) -> bool:
+    """Journal an update in the caller's transaction; False when it was seen before."""
+    await _drop_expired(connection, "updates", now)
+    inserted = await connection.execute(
+        "INSERT INTO updates (update_id, received, owner, payload)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        update_id, now, owner, payload,
+    )  # fmt: skip
+    return inserted > 0
+
+
 class SqlStorage:
     """The bot's state. Every method is safe to call concurrently from the event loop."""
 
@@ -135,6 +154,31 @@ class SqlStorage:
         """True while this replica is the one that polls Telegram (elected, and kept)."""
         return await self._driver.hold_lock("poller")
 
+    async def claim_poller(self, holder: str, ttl_s: float) -> int | None:
+        """Take the poller lease, or renew it, for ``ttl_s`` by the database's clock: its
+        term (a fencing number that grows whenever the holder changes), or None while
+        another holder's lease runs."""
+        if self._driver.dialect.one_process:
+            return 1  # one process owns the database: always the poller, in one term
+        row = await self._driver.fetchone(
+            "INSERT INTO poller_lease AS lease (id, holder, term, expires)"
+            f" VALUES (1, ?, 1, {DB_NOW} + ?)"
+            " ON CONFLICT (id) DO UPDATE SET holder = excluded.holder,"
+            " expires = excluded.expires,"
+            " term = lease.term + CASE WHEN lease.holder = excluded.holder THEN 0 ELSE 1 END"
+            f" WHERE lease.holder = excluded.holder OR lease.expires <= {DB_NOW}"
+            " RETURNING term",
+            holder, float(ttl_s),
+        )  # fmt: skip
+        return None if row is None else int(row[0])
+
+    async def release_poller(self, holder: str) -> None:
+        """End ``holder``'s lease now (a clean shutdown): a standby takes over at once."""
+        if not self._driver.dialect.one_process:
+            await self._driver.execute(
+                "UPDATE poller_lease SET expires = 0 WHERE holder = ?", holder
+            )
+
     async def prune(self, now: float) -> int:
         """Drop every row kept past its time (``KEPT``); how many went."""
         async with self._driver.transaction() as connection:
@@ -163,6 +207,15 @@ class SqlStorage:
             "SELECT name, chat_id, every, command FROM schedules ORDER BY name"
         )
         return [StoredSchedule(*row) for row in rows]
+
+    async def next_schedule_number(self) -> int:
+        """1, 2, 3, ... across every replica and restart: a removed name is never reused."""
+        row = await self._driver.fetchone(
+            "INSERT INTO counters (name, value) VALUES ('schedule', 1)"
+            " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value"
+        )
+        assert row is not None  # an upsert with RETURNING always gives its row
+        return int(row[0])
 
     async def add_schedule(self, schedule: StoredSchedule, created_by: int) -> None:
         await self._driver.execute(
@@ -215,14 +268,13 @@ class SqlStorage:
     # -- the two-way bridge ------------------------------------------------------------------
 
     async def record_threads(self, numbers: Sequence[str], thread: Thread, at: float) -> None:
-        async with self._driver.transaction() as connection:
-            await _drop_expired(connection, "threads", at)
-            await connection.executemany(
-                "INSERT INTO threads (number, chat_id, message_id, at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (number) DO UPDATE SET chat_id = excluded.chat_id,"
-                " message_id = excluded.message_id, at = excluded.at",
-                [(n, thread.chat_id, thread.message_id, at) for n in numbers],
-            )
+        # One row per number, however often paged (the table is swept by ``prune``).
+        await self._driver.executemany(
+            "INSERT INTO threads (number, chat_id, message_id, at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (number) DO UPDATE SET chat_id = excluded.chat_id,"
+            " message_id = excluded.message_id, at = excluded.at",
+            [(n, thread.chat_id, thread.message_id, at) for n in numbers],
+        )
 
     async def accept_inbound(self, arrival: Arrival) -> int | None:
         """Store a message for posting; the chat it goes to, or None for a repeat."""
@@ -311,13 +363,27 @@ class SqlStorage:
     async def record_update(self, update_id: int, owner: str, payload: str, now: float) -> bool:
         """Journal an update before it is handled; False when it was seen before."""
         async with self._driver.transaction() as connection:
-            await _drop_expired(connection, "updates", now)
-            inserted = await connection.execute(
-                "INSERT INTO updates (update_id, received, owner, payload)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                update_id, now, owner, payload,
+            return await _record(connection, update_id, owner, payload, now)
+
+    async def record_polled_update(
+        self, update_id: int, owner: str, payload: str, now: float, term: int
+    ) -> bool | None:
+        """``record_update`` by the poller ``owner`` under lease ``term``, atomically with a
+        check that the lease is still its own and unexpired by the database's clock: None
+        (nothing recorded) when it is not, so a poller that lost the role records nothing."""
+        if self._driver.dialect.one_process:
+            return await self.record_update(update_id, owner, payload, now)  # always the poller
+        async with self._driver.transaction() as connection:
+            # FOR SHARE: a standby's takeover (an UPDATE of this row) waits for this commit,
+            # so its recovery, which runs after the takeover, sees what was recorded here.
+            held = await connection.fetchone(
+                "SELECT 1 FROM poller_lease WHERE id = 1 AND holder = ? AND term = ?"
+                f" AND expires > {DB_NOW} FOR SHARE",
+                owner, term,
             )  # fmt: skip
-        return inserted > 0
+            if not held:
+                return None
+            return await _record(connection, update_id, owner, payload, now)
 
     async def finish_update(self, update_id: int) -> None:
         """The update is handled: its payload is dropped, its id kept (dedupe)."""
@@ -329,7 +395,7 @@ class SqlStorage:
         """Updates another replica recorded in the last 24 hours and did not finish (it
         died); older ones are never replayed."""
         rows = await self._driver.fetch(
-            "SELECT update_id, owner, payload FROM updates"
+            "SELECT update_id, owner, payload, received FROM updates"
             " WHERE NOT done AND owner <> ? AND received > ? ORDER BY update_id",
             not_owner, now - REPLAY_WITHIN_S,
         )  # fmt: skip

@@ -33,59 +33,75 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def _finish(commit: bool) -> Work[None]:
-    def finish(connection: sqlite3.Connection) -> None:
-        if not connection.in_transaction:
-            return  # BEGIN never ran (cancelled before it did)
-        if commit:
-            try:
-                connection.execute("COMMIT")
-                return
-            except sqlite3.Error:
-                connection.execute("ROLLBACK")
-                raise
-        connection.execute("ROLLBACK")
+def _end(connection: sqlite3.Connection, commit: bool) -> None:
+    """COMMIT (or ROLLBACK) the open transaction, if one is open."""
+    if not connection.in_transaction:
+        return  # no statement of it ran (cancelled before the first one did)
+    if commit:
+        try:
+            connection.execute("COMMIT")
+            return
+        except sqlite3.Error:
+            connection.execute("ROLLBACK")
+            raise
+    connection.execute("ROLLBACK")
 
-    return finish
+
+def _in_transaction(work: Work[T]) -> Work[T]:
+    """``work``, after ``BEGIN IMMEDIATE`` if the transaction has not begun (one hop)."""
+
+    def run(connection: sqlite3.Connection) -> T:
+        if not connection.in_transaction:
+            connection.execute("BEGIN IMMEDIATE")
+        return work(connection)
+
+    return run
+
+
+def _atomic(work: Work[T]) -> Work[T]:
+    """``work`` as a transaction of its own, all in one hop to the worker thread."""
+
+    def run(connection: sqlite3.Connection) -> T:
+        try:
+            result = _in_transaction(work)(connection)
+        except BaseException:
+            _end(connection, commit=False)
+            raise
+        _end(connection, commit=True)
+        return result
+
+    return run
 
 
 class _Statements:
-    """Statements run on the worker thread; ``_Transaction`` and the driver add the lock."""
+    """Statements run on the worker thread, in order; subclasses add the lock."""
 
     def __init__(self, executor: ThreadPoolExecutor, connection: sqlite3.Connection) -> None:
         self._executor = executor
         self._connection = connection
 
-    async def _run(self, work: Work[T], *, finish: bool = False) -> T:
+    async def _run(self, work: Work[T], *, whole: bool = False) -> T:
         future = asyncio.wrap_future(self._executor.submit(work, self._connection))
-        # A COMMIT or ROLLBACK runs even if the caller is cancelled while it waits.
-        return await (asyncio.shield(future) if finish else future)
-
-    async def _execute(self, sql: str, args: Sequence[object]) -> int:
-        return await self._run(lambda c: c.execute(sql, args).rowcount)
-
-    async def _executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        await self._run(lambda c: c.executemany(sql, rows))
-
-    async def _fetch(self, sql: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
-        # fetchall, always: a statement read halfway would keep its transaction open.
-        return await self._run(lambda c: c.execute(sql, args).fetchall())
+        # ``whole``: it runs (a COMMIT, a ROLLBACK) even if the caller is cancelled meanwhile.
+        return await (asyncio.shield(future) if whole else future)
 
 
 class _Transaction(_Statements):
-    """The one open transaction: its statements run without taking the lock again."""
+    """The one open transaction (its caller holds the lock); it begins with its first
+    statement, in the same hop to the worker thread."""
 
     async def execute(self, sql: str, *args: object) -> int:
-        return await self._execute(sql, args)
+        return await self._run(_in_transaction(lambda c: c.execute(sql, args).rowcount))
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        await self._executemany(sql, rows)
+        await self._run(_in_transaction(lambda c: c.executemany(sql, rows)))
 
     async def fetch(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
-        return await self._fetch(sql, args)
+        # fetchall, always: a statement read halfway would keep its transaction open.
+        return await self._run(_in_transaction(lambda c: c.execute(sql, args).fetchall()))
 
     async def fetchone(self, sql: str, *args: object) -> tuple[Any, ...] | None:
-        rows = await self._fetch(sql, args)
+        rows = await self.fetch(sql, *args)
         return rows[0] if rows else None
 
 
@@ -106,15 +122,15 @@ class SqliteDriver(_Statements):
 
     async def execute(self, sql: str, *args: object) -> int:
         async with self._lock:
-            return await self._execute(sql, args)
+            return await self._run(lambda c: c.execute(sql, args).rowcount)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        async with self.transaction() as transaction:  # all or none, and one fsync
-            await transaction.executemany(sql, rows)
+        async with self._lock:  # all or none, and one fsync
+            await self._run(_atomic(lambda c: c.executemany(sql, rows)), whole=True)
 
     async def fetch(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         async with self._lock:
-            return await self._fetch(sql, args)
+            return await self._run(lambda c: c.execute(sql, args).fetchall())
 
     async def fetchone(self, sql: str, *args: object) -> tuple[Any, ...] | None:
         rows = await self.fetch(sql, *args)
@@ -126,17 +142,16 @@ class SqliteDriver(_Statements):
         never fails half-way for want of it; ``lock`` needs nothing more here."""
         async with self._lock:
             try:
-                await self._run(lambda c: c.execute("BEGIN IMMEDIATE"))
                 yield _Transaction(self._executor, self._connection)
             except BaseException:
-                await self._run(_finish(commit=False), finish=True)
+                await self._run(lambda c: _end(c, commit=False), whole=True)
                 raise
-            await self._run(_finish(commit=True), finish=True)
+            await self._run(lambda c: _end(c, commit=True), whole=True)
 
     async def hold_lock(self, name: str) -> bool:
         return True  # one process owns the file: it holds every lock
 
     async def aclose(self) -> None:
         async with self._lock:
-            await self._run(lambda c: c.close(), finish=True)
+            await self._run(lambda c: c.close(), whole=True)
         self._executor.shutdown(wait=True)
