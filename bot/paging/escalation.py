@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,16 +38,18 @@ from bot.gateway import WhatsMate
 from bot.logs import get_logger
 from bot.paging import incidents as rules
 from bot.paging.alertmanager import Alertmanager
+from bot.paging.groupcommit import GroupCommit
 from bot.paging.intake import parse_notification
 from bot.paging.posts import IncidentPoster
 from bot.recipients import AddressBook, Recipient, looks_like_number, mask
 from bot.replies import SendLine
 from bot.sends import plan_send, run_send
-from bot.storage.paging import NewReply, PagingStore, SendDone, SendKind, SendRow
+from bot.storage.paging import Arriving, NewReply, PagingStore, SendDone, SendKind, SendRow
 from bot.vocabulary import AuditEntry, Channel, Outcome
 
 SCAN_EVERY_S = 2.0  # look for steps due on incidents another replica opened this often
 DUE_BATCH = 500
+INTAKE_BATCH = 64  # notifications per transaction: short enough for the runner to get in
 _ACK = re.compile(r"\s*ack\b(?:\s+#?(\d+)\b)?", re.IGNORECASE)
 log = get_logger("bot.paging")
 
@@ -113,6 +116,13 @@ class Pager:
         self._alertmanager = alertmanager
         self._observer = observer
         self.poster = IncidentPoster(store, clock, posts_per_minute)
+        self._notifications: GroupCommit[Arriving, rules.Decision | None] = GroupCommit(
+            lambda batch: store.notifications(batch, alerts.chat, clock.now()), most=INTAKE_BATCH
+        )
+        self._finished: GroupCommit[tuple[list[SendDone], NewReply], None] = GroupCommit(
+            self._finish_sends
+        )
+        self._last_scan = -SCAN_EVERY_S
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -145,15 +155,16 @@ class Pager:
             )
 
         status = notification.status.value
+        arriving = Arriving(notification.group, bool(notification.fingerprints), decide)
         try:
-            decision = await self._store.notification(
-                notification.group, bool(notification.fingerprints), alerts.chat, now, decide
-            )
+            decision = await self._notifications(arriving)
         except Exception:
             self._count(status, "unavailable")
             raise
         result = _result(decision)
         self._count(status, result)
+        if result in ("opened", "resolved"):
+            self._last_scan = -SCAN_EVERY_S  # the open-incidents gauge, at the next pass
         if decision is not None and decision.effects:
             log.info("incident_" + result, incident=decision.incident.number)
             self.wake()
@@ -175,6 +186,9 @@ class Pager:
                     starting = False
                 except Exception:  # the database is away: look again at the next scan
                     log.exception("paging_pass_failed")
+                if self._wake.is_set():  # more came in during the pass: at once
+                    self._wake.clear()
+                    continue
                 timeout = SCAN_EVERY_S
                 with contextlib.suppress(Exception):
                     upcoming = await self._store.next_due()
@@ -196,18 +210,24 @@ class Pager:
         another incident's.
         """
         now = self._clock.now()
-        interrupted = await self._store.interrupted_sends(now, starting=starting)
-        if interrupted:
-            await self._interrupted(interrupted, now)
+        scanning = starting or time.monotonic() - self._last_scan >= SCAN_EVERY_S
+        if scanning:  # what a dead replica (or process) left, and the gauge
+            self._last_scan = time.monotonic()
+            interrupted = await self._store.interrupted_sends(now, starting=starting)
+            if interrupted:
+                await self._interrupted(interrupted, now)
+            if self._observer is not None:
+                self._observer.observe_open_incidents(await self._store.count_open())
         limit = self._gateway.api.text_limits.get("message")
 
         def step(incident: rules.Incident) -> rules.Decision | rules.Refused:
             return rules.run_step(incident, self._chain(incident), now, text_limit=limit)
 
-        decided = await self._store.step_due(now, DUE_BATCH, step)
+        decided, sends = await self._store.run_due(
+            now, DUE_BATCH, step, self._replica, self._send_lease_s
+        )
         if any(isinstance(e, rules.Reply) for d in decided for e in d.effects):
             self.poster.wake()
-        sends = await self._store.claim_sends(self._replica, now, self._send_lease_s)
         batches: dict[_Batch, list[SendRow]] = defaultdict(list)
         for row in sends:
             batches[_Batch(row.incident, row.kind, row.channel, row.body)].append(row)
@@ -215,8 +235,6 @@ class Pager:
             task = asyncio.create_task(self._send(batch, rows))
             self._sending.add(task)
             task.add_done_callback(self._sent)
-        if self._observer is not None:
-            self._observer.observe_open_incidents(await self._store.count_open())
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
@@ -250,12 +268,18 @@ class Pager:
             for line in lines
         )
         done = [SendDone(row.id, line.outcome.value) for row, line in zip(rows, lines, strict=True)]
-        await self._store.finish_sends(done, [NewReply(batch.incident, text)], self._clock.now())
+        await self._finished((done, NewReply(batch.incident, text)))
         self.poster.wake()
         for line in lines:
             self._record(
                 batch.incident, batch.kind, line.recipient, line.outcome, line.text, line.job_id
             )
+
+    async def _finish_sends(self, batch: list[tuple[list[SendDone], NewReply]]) -> list[None]:
+        """How sends ended, for every batch that finished meanwhile: one commit."""
+        done = [d for finished, _ in batch for d in finished]
+        await self._store.finish_sends(done, [reply for _, reply in batch], self._clock.now())
+        return [None] * len(batch)
 
     async def _interrupted(self, rows: Sequence[SendRow], now: float) -> None:
         """Sends a dead process took: outcome unknown, said under the incident post."""

@@ -311,11 +311,14 @@ def _cursor(chain: Sequence[EscalationStep], start: int, now: float) -> tuple[in
     return step, due
 
 
-def merged_line(effect: Post | Reply, incident: Incident) -> str:
-    """The effect as one line of a merged post (a storm: one post lists many)."""
-    number = incident.number
+def merged_line(effect: Post | Reply, incident: Incident | int) -> str:
+    """The effect as one line of a merged post (a storm: one post lists many); a reply
+    needs only the incident's number."""
     if isinstance(effect, Post):
+        assert isinstance(incident, Incident)
+        number = incident.number
         summary = f": {incident.summary}" if incident.summary else ""
         return f"FIRING #{number} {incident.alertname}{summary} — /ack {number}"
+    number = incident if isinstance(incident, int) else incident.number
     text = " / ".join(line for line in effect.text.splitlines() if line.strip())
     return text if f"#{number} " in f"{text} " else f"#{number}: {text}"

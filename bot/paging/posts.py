@@ -103,6 +103,7 @@ class IncidentPoster:
 
     async def run(self, post: Post) -> None:
         """Until cancelled: post what is stored (whatever a restart left first)."""
+        await self._store.recover_posts()
         self._wake.set()
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(Exception),

@@ -74,14 +74,23 @@ class PostRow:
     incident_post: int | None  # the incident post, once posted: where replies go
 
 
+Opener = Callable[[Incident | None, int], Decision | None]
+Change = Callable[[Incident], Decision | Refused]
+
+
+@dataclass(frozen=True)
+class Arriving:
+    """A notification to apply to its group's open incident (``decide``: the rules)."""
+
+    group: str
+    opens: bool  # it has firing alerts: with no open incident, it opens one
+    decide: Opener
+
+
 @dataclass(frozen=True)
 class NewReply:
     incident: int
     text: str
-
-
-Opener = Callable[[Incident | None, int], Decision | None]
-Change = Callable[[Incident], Decision | Refused]
 
 
 def incident_to_json(incident: Incident) -> str:
@@ -125,37 +134,64 @@ class PagingStore:
 
     # -- incidents ------------------------------------------------------------------------
 
-    async def notification(
-        self, group: str, opens: bool, chat_id: int, now: float, decide: Opener
-    ) -> Decision | None:
-        """Apply a notification to the group's open incident (None: there is none).
+    async def notifications(
+        self, arriving: Sequence[Arriving], chat_id: int, now: float
+    ) -> list[Decision | None]:
+        """Apply notifications to their groups' open incidents, in one transaction (one
+        commit for a burst, a handful of statements whatever its size); one result each,
+        in order (None: nothing to change).
 
-        With ``opens`` and no open incident a number is drawn first and handed to
-        ``decide``, which then opens one. None: nothing changed.
+        The groups' rows are locked in one order (their keys), so replicas applying
+        overlapping bursts never wait on each other in a circle; notifications of one
+        group are applied in the order they came, each to what the one before made.
         """
-        async with self._db.transaction(lock=f"incident:{group}") as tx:
-            row = await tx.fetchone(
-                f"SELECT state FROM incidents WHERE grp = ? AND is_open{self._for_update}",
-                group,
-            )
-            current = incident_from_json(row[0]) if row else None
-            number = 0
-            if current is None:
-                if not opens:
-                    return None
-                created = await tx.fetchone(
-                    "INSERT INTO incidents (grp, is_open, opened_at, chat_id, state)"
-                    " VALUES (?, TRUE, ?, ?, '{}') RETURNING number",
-                    group,
-                    now,
-                    chat_id,
-                )
-                assert created is not None
-                number = int(created[0])
-            decision = decide(current, number)
-            if decision is not None and (current is None or decision.effects):
-                await self._save(tx, decision, chat_id, now)
-            return decision
+        groups = sorted({a.group for a in arriving})
+        async with self._db.transaction() as tx:
+            current = await self._open_of(tx, groups)
+            new = [g for g in groups if g not in current and any(
+                a.opens for a in arriving if a.group == g)]  # fmt: skip
+            numbers = await self._draw_numbers(tx, new, chat_id, now) if new else {}
+            missing = [g for g in new if g not in numbers]  # opened meanwhile elsewhere
+            if missing:
+                current |= await self._open_of(tx, missing)
+            results: list[Decision | None] = []
+            effects: list[tuple[Decision, int]] = []
+            for item in arriving:
+                found = current.get(item.group)
+                number = numbers.pop(item.group, 0) if found is None and item.opens else 0
+                if found is None and not number:
+                    results.append(None)  # resolved, or nothing firing: nothing to change
+                    continue
+                decision = item.decide(found, number)
+                results.append(decision)
+                if decision is not None and (found is None or decision.effects):
+                    current[item.group] = decision.incident
+                    effects.append((decision, chat_id))
+            await self._save(tx, effects, now)
+        return results
+
+    async def _open_of(self, tx: Connection, groups: Sequence[str]) -> dict[str, Incident]:
+        """The open incidents of ``groups``, their rows held until the commit."""
+        marks = ", ".join("?" * len(groups))
+        rows = await tx.fetch(
+            f"SELECT grp, state FROM incidents WHERE is_open AND grp IN ({marks})"
+            f" ORDER BY grp{self._for_update}",
+            *groups,
+        )
+        return {grp: incident_from_json(state) for grp, state in rows}
+
+    async def _draw_numbers(
+        self, tx: Connection, groups: Sequence[str], chat_id: int, now: float
+    ) -> dict[str, int]:
+        """A new incident's number for each group; the group's partial unique index makes
+        a replica that opened one meanwhile win (that group is left out: updated instead)."""
+        values = ", ".join("(?, TRUE, ?, ?, '{}')" for _ in groups)
+        rows = await tx.fetch(
+            f"INSERT INTO incidents (grp, is_open, opened_at, chat_id, state) VALUES {values}"
+            " ON CONFLICT (grp) WHERE is_open DO NOTHING RETURNING grp, number",
+            *(value for group in groups for value in (group, now, chat_id)),
+        )
+        return {grp: int(number) for grp, number in rows}
 
     async def change(self, number: int, now: float, decide: Change) -> Decision | Refused | None:
         """Apply one event to incident ``number``; None when there is no such incident."""
@@ -167,14 +203,16 @@ class PagingStore:
                 return None
             decision = decide(incident_from_json(found[0]))
             if isinstance(decision, Decision):
-                await self._save(tx, decision, int(found[1]), now)
+                await self._save(tx, [(decision, int(found[1]))], now)
             return decision
 
-    async def step_due(self, now: float, limit: int, decide: Change) -> list[Decision]:
-        """Apply ``decide`` to every incident whose next step is due, in one transaction:
-        a due step is taken by one caller, on any replica (rows another replica holds
-        are skipped, and are its to run)."""
-        decisions = []
+    async def run_due(
+        self, now: float, limit: int, decide: Change, owner: str, lease_s: float
+    ) -> tuple[list[Decision], list[SendRow]]:
+        """One transaction: apply ``decide`` to every incident whose next step is due,
+        then take every send no one has taken (those steps' pages among them). A due
+        step, and a send, is taken by one caller on any replica (rows another replica
+        holds are skipped: they are its to run); a send taken is never made again."""
         async with self._db.transaction() as tx:
             rows = await tx.fetch(
                 "SELECT state, chat_id FROM incidents WHERE due IS NOT NULL AND due <= ?"
@@ -182,12 +220,19 @@ class PagingStore:
                 now,
                 limit,
             )
-            for state, chat_id in rows:
-                decision = decide(incident_from_json(state))
-                if isinstance(decision, Decision):
-                    await self._save(tx, decision, int(chat_id), now)
-                    decisions.append(decision)
-        return decisions
+            decided = [(decide(incident_from_json(state)), int(chat)) for state, chat in rows]
+            decisions = [(d, chat) for d, chat in decided if isinstance(d, Decision)]
+            await self._save(tx, decisions, now)
+            sends = await tx.fetch(
+                f"SELECT {_SEND_COLUMNS} FROM incident_sends WHERE state = 'waiting'"
+                f" ORDER BY id LIMIT 1000{self._skip_locked}"
+            )
+            await tx.executemany(
+                "UPDATE incident_sends SET state = 'sending', owner = ?, lease_until = ?"
+                " WHERE id = ?",
+                [(owner, now + lease_s, row[0]) for row in sends],
+            )
+        return [d for d, _ in decisions], [_send(row) for row in sends]
 
     @property
     def _for_update(self) -> str:
@@ -197,52 +242,62 @@ class PagingStore:
     def _skip_locked(self) -> str:
         return self._db.dialect.skip_locked
 
-    async def _save(self, tx: Connection, decision: Decision, chat_id: int, now: float) -> None:
-        incident = decision.incident
-        await tx.execute(
+    async def _save(
+        self, tx: Connection, decisions: Sequence[tuple[Decision, int]], now: float
+    ) -> None:
+        """Store decisions (and the chat of each) with their effects: a few statements
+        for any number of them."""
+        if not decisions:
+            return
+        await tx.executemany(
             "UPDATE incidents SET is_open = ?, due = ?, state = ? WHERE number = ?",
-            incident.open,
-            incident.due,
-            incident_to_json(incident),
-            incident.number,
+            [
+                (d.incident.open, d.incident.due, incident_to_json(d.incident), d.incident.number)
+                for d, _ in decisions
+            ],
         )
-        for effect in decision.effects:
-            if isinstance(effect, Post | Reply):
-                await tx.execute(
-                    "INSERT INTO incident_posts (incident, chat_id, opening, body, line, silence)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    incident.number,
-                    chat_id,
-                    isinstance(effect, Post),
-                    effect.text,
-                    merged_line(effect, incident),
-                    isinstance(effect, Post) and effect.silence,
-                )
-            elif isinstance(effect, Page):
-                await tx.executemany(
-                    "INSERT INTO incident_sends (incident, kind, step, written, number,"
-                    " gateway_group, channel, body, state, created)"
-                    " VALUES (?, 'page', ?, ?, ?, ?, ?, ?, 'waiting', ?)",
-                    [
+        posts, pages, resolved = [], [], []
+        for decision, chat_id in decisions:
+            incident = decision.incident
+            for effect in decision.effects:
+                if isinstance(effect, Post | Reply):
+                    opening = isinstance(effect, Post)
+                    silence = isinstance(effect, Post) and effect.silence
+                    line = merged_line(effect, incident)
+                    posts.append((incident.number, chat_id, opening, effect.text, line, silence))
+                elif isinstance(effect, Page):
+                    pages += [
                         (incident.number, effect.step, r.written, r.number, r.group,
                          effect.channel.value, effect.text, now)
                         for r in effect.recipients
-                    ],
-                )  # fmt: skip
-            elif isinstance(effect, NotifyResolved):
-                await tx.execute(
-                    "INSERT INTO incident_sends (incident, kind, step, written, number,"
-                    " gateway_group, channel, body, state, created)"
-                    " SELECT incident, 'resolved', -1, MIN(written), number, gateway_group,"
-                    " channel, CAST(? AS TEXT), 'waiting', CAST(? AS DOUBLE PRECISION)"
-                    " FROM incident_sends"
-                    " WHERE incident = ? AND kind = 'page'"
-                    " AND (outcome IS NULL OR outcome IN ('ok', 'unknown', 'dry-run'))"
-                    " GROUP BY incident, number, gateway_group, channel",
-                    effect.text,
-                    now,
-                    incident.number,
-                )
+                    ]  # fmt: skip
+                elif isinstance(effect, NotifyResolved):
+                    resolved.append((effect.text, now, incident.number))
+        if posts:
+            await tx.executemany(
+                "INSERT INTO incident_posts (incident, chat_id, opening, body, line, silence)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                posts,
+            )
+        if pages:
+            await tx.executemany(
+                "INSERT INTO incident_sends (incident, kind, step, written, number,"
+                " gateway_group, channel, body, state, created)"
+                " VALUES (?, 'page', ?, ?, ?, ?, ?, ?, 'waiting', ?)",
+                pages,
+            )
+        if resolved:  # everyone paged (who may have got it) is told, once each
+            await tx.executemany(
+                "INSERT INTO incident_sends (incident, kind, step, written, number,"
+                " gateway_group, channel, body, state, created)"
+                " SELECT incident, 'resolved', -1, MIN(written), number, gateway_group,"
+                " channel, CAST(? AS TEXT), 'waiting', CAST(? AS DOUBLE PRECISION)"
+                " FROM incident_sends"
+                " WHERE incident = ? AND kind = 'page'"
+                " AND (outcome IS NULL OR outcome IN ('ok', 'unknown', 'dry-run'))"
+                " GROUP BY incident, number, gateway_group, channel",
+                resolved,
+            )
 
     async def get(self, number: int) -> Incident | None:
         row = await self._db.fetchone("SELECT state FROM incidents WHERE number = ?", number)
@@ -275,20 +330,6 @@ class PagingStore:
 
     # -- sends ---------------------------------------------------------------------------
 
-    async def claim_sends(self, owner: str, now: float, lease_s: float) -> list[SendRow]:
-        """Take the sends no one has taken: from here on they are never made again."""
-        async with self._db.transaction(lock="incident-sends") as tx:
-            rows = await tx.fetch(
-                f"SELECT {_SEND_COLUMNS} FROM incident_sends WHERE state = 'waiting'"
-                " ORDER BY id LIMIT 500"
-            )
-            await tx.executemany(
-                "UPDATE incident_sends SET state = 'sending', owner = ?, lease_until = ?"
-                " WHERE id = ? AND state = 'waiting'",
-                [(owner, now + lease_s, row[0]) for row in rows],
-            )
-        return [_send(row) for row in rows]
-
     async def finish_sends(
         self, done: Sequence[SendDone], replies: Sequence[NewReply], now: float
     ) -> None:
@@ -301,19 +342,17 @@ class PagingStore:
                 [(d.outcome, d.id) for d in done],
             )
             await self._add_replies(tx, replies)
-            incidents = sorted({r.incident for r in replies})
-            for number in incidents:
-                await self._thread(tx, number, now)
+            await self._thread(tx, sorted({r.incident for r in replies}), now)
 
     async def interrupted_sends(self, now: float, *, starting: bool) -> list[SendRow]:
         """Sends taken by a replica that died before it knew how they ended: answered
         ``unknown``, never made again. On SQLite one process owns the file, so at start
         everything still taken was taken by a process that is gone."""
         cutoff = _EVER if starting and self._db.dialect.one_process else now
-        async with self._db.transaction(lock="incident-sends") as tx:
+        async with self._db.transaction() as tx:
             rows = await tx.fetch(
                 f"SELECT {_SEND_COLUMNS} FROM incident_sends"
-                " WHERE state = 'sending' AND lease_until < ? ORDER BY id",
+                f" WHERE state = 'sending' AND lease_until < ? ORDER BY id{self._skip_locked}",
                 cutoff,
             )
             await tx.executemany(
@@ -328,25 +367,16 @@ class PagingStore:
             await self._add_replies(tx, replies)
 
     async def _add_replies(self, tx: Connection, replies: Sequence[NewReply]) -> None:
-        for reply in replies:
-            found = await tx.fetchone(
-                "SELECT state, chat_id FROM incidents WHERE number = ?", reply.incident
-            )
-            if found is None:
-                continue
-            incident = incident_from_json(found[0])
-            await tx.execute(
-                "INSERT INTO incident_posts (incident, chat_id, opening, body, line, silence)"
-                " VALUES (?, ?, FALSE, ?, ?, FALSE)",
-                reply.incident,
-                int(found[1]),
-                reply.text,
-                merged_line(Reply(reply.text), incident),
-            )
+        await tx.executemany(
+            "INSERT INTO incident_posts (incident, chat_id, opening, body, line, silence)"
+            " SELECT number, chat_id, FALSE, CAST(? AS TEXT), CAST(? AS TEXT), FALSE"
+            " FROM incidents WHERE number = ?",
+            [(r.text, merged_line(Reply(r.text), r.incident), r.incident) for r in replies],
+        )
 
-    async def _thread(self, tx: Connection, number: int, now: float) -> None:
-        """Answers from the numbers an incident reached land under its post."""
-        await tx.execute(
+    async def _thread(self, tx: Connection, numbers: Sequence[int], now: float) -> None:
+        """Answers from the numbers these incidents reached land under their posts."""
+        await tx.executemany(
             "INSERT INTO threads (number, chat_id, message_id, at)"
             " SELECT s.number, MIN(i.chat_id), MIN(i.post_id), CAST(? AS DOUBLE PRECISION)"
             " FROM incident_sends s"
@@ -355,8 +385,7 @@ class PagingStore:
             " AND s.outcome IN ('ok', 'unknown', 'dry-run') GROUP BY s.number"
             " ON CONFLICT (number) DO UPDATE SET chat_id = excluded.chat_id,"
             " message_id = excluded.message_id, at = excluded.at",
-            now,
-            number,
+            [(now, number) for number in numbers],
         )
 
     # -- posts ---------------------------------------------------------------------------
@@ -383,6 +412,14 @@ class PagingStore:
             for r in rows
         ]  # fmt: skip
 
+    async def recover_posts(self) -> None:
+        """At start: on SQLite one process owns the file, so posts an earlier process
+        had taken and not finished (it died) are free to post again now."""
+        if self._db.dialect.one_process:
+            await self._db.execute(
+                "UPDATE incident_posts SET claimed_until = NULL WHERE posted IS NULL"
+            )
+
     async def release_posts(self, ids: Sequence[int]) -> None:
         await self._db.executemany(
             "UPDATE incident_posts SET claimed_until = NULL WHERE id = ?", [(i,) for i in ids]
@@ -396,14 +433,12 @@ class PagingStore:
                 " WHERE id = ?",
                 [(now, post_id, row.id) for row in rows],
             )
-            for row in rows:
-                if row.opening:
-                    await tx.execute(
-                        "UPDATE incidents SET post_id = ? WHERE number = ? AND post_id IS NULL",
-                        post_id,
-                        row.incident,
-                    )
-                    await self._thread(tx, row.incident, now)
+            opened = [row.incident for row in rows if row.opening]
+            await tx.executemany(
+                "UPDATE incidents SET post_id = ? WHERE number = ? AND post_id IS NULL",
+                [(post_id, number) for number in opened],
+            )
+            await self._thread(tx, opened, now)
 
 
 _SEND_COLUMNS = "id, incident, kind, step, written, number, gateway_group, channel, body"
