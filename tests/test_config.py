@@ -250,9 +250,20 @@ def test_the_compose_file_runs_two_replicas_on_one_database() -> None:
     for service in bots.values():
         assert service["environment"]["DATABASE_URL"].endswith("@db:5432/whatsmate")
         assert service["volumes"] == ["./replicas.yaml:/app/config.yaml:ro"]
-    env = {**ENV, "DATABASE_URL": "postgresql://whatsmate:x@db:5432/whatsmate"}
+    env = {
+        **ENV,
+        "DATABASE_URL": "postgresql://whatsmate:x@db:5432/whatsmate",
+        "WHATSMATE_ALERTS_SECRET": "a" * 20,
+    }
     config = load_config(Path("deploy/replicas.yaml"), env)
     assert config.database_url == env["DATABASE_URL"] and config.http.port == 8080
+    assert config.alerts is not None
+    assert config.alerts.alertmanager_url == "http://alertmanager:9093"
+    manager = compose["services"]["alertmanager"]
+    assert manager["volumes"] == ["./alertmanager.yml:/etc/alertmanager/template.yml:ro"]
+    routed = yaml.safe_load(Path("deploy/alertmanager.yml").read_text())
+    urls = [hook["url"] for hook in routed["receivers"][0]["webhook_configs"]]
+    assert urls == [f"http://{bot}:8080/alerts/__ALERTS_SECRET__" for bot in sorted(bots)]
 
 
 # -- secrets: never shown, whitespace stripped; database URLs checked and redacted -------

@@ -461,3 +461,37 @@ async def test_without_alertmanager_url_there_is_no_silence_button(pager: BotUnd
     assert await answer(pager, "/silence 1 1h") == (
         "Silencing needs alerts.alertmanager_url in the config."
     )
+
+
+async def test_ack_names_its_incident_and_plain_ack_takes_the_latest(pager: BotUnderTest) -> None:
+    """alice is paged for two incidents; ``ack #1`` (on Telegram) takes #1, a plain
+    ``ack`` (on WhatsApp) the latest that paged her."""
+    await notify(pager, firing("db-1"))
+    other = webhook_body(webhook_alert("db-9", "disk full", alertname="Disk"), group="Disk")
+    await notify(pager, other)
+    await sends(pager, 2)
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{base(pager)}/inbound/telegram/{INBOUND}", json={"number": ALICE, "message": "Ack #1"}
+        )
+    assert response.status_code == 200
+    await pager.telegram.wait_for(
+        lambda: any(
+            "acknowledged by alice on Telegram" in p.text for p in pager.telegram.replies(TEAM)
+        )
+    )
+    await reply_from(pager, ALICE, "ack")
+    await pager.telegram.wait_for(
+        lambda: any(
+            "acknowledged by alice on WhatsApp" in p.text for p in pager.telegram.replies(TEAM)
+        )
+    )
+    listed = (await answer(pager, "/incidents", USER)).splitlines()
+    assert [line.split(" — ")[0] for line in listed] == ["#1 HighCPU", "#2 Disk"]
+    assert all(line.endswith("— acknowledged by alice") for line in listed)
+    await reply_from(pager, ALICE, "ack 2")  # again: told who took it, under the post
+    await pager.telegram.wait_for(
+        lambda: any(
+            "ack — #2 was already acknowledged" in p.text for p in pager.telegram.replies(TEAM)
+        )
+    )
