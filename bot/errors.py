@@ -14,6 +14,8 @@ Callers catch by meaning, never by message text::
     ├── StorageUnavailable        the database (database.url) cannot be reached at start
     ├── AlertmanagerError         Alertmanager did not make a silence; one line with its
     │                             HTTP status and words (or why it could not be reached)
+    ├── LostPollerRole            the poller lease ran out while an update was handled:
+    │                             nothing more is said, the new poller answers it
     ├── LimitExceeded             a send breaks a documented WhatsMate limit (length,
     │                             size, a field the endpoint lacks): refused before
     │                             any call, the reply starts "Not sent:"
@@ -96,6 +98,11 @@ class StorageUnavailable(BotError):
 
 class AlertmanagerError(BotError):
     """Alertmanager (``alerts.alertmanager_url``) refused or did not answer a call."""
+
+
+class LostPollerRole(BotError):
+    """This replica's poller lease ran out while it handled an update: it says nothing
+    more about it (the poller that took over answers or reruns it from the journal)."""
 
 
 class LimitExceeded(BotError):

@@ -4,24 +4,31 @@
 that runs for as long as the bot does is a ``Part`` (``start()``, ``stop()``), and
 ``bot_parts`` lists them once, in the order they start:
 
+0. ``poller lease`` (polling mode): this replica's lease renewed, or tried for, from the
+   start (``replicas.Election``); it is given back last, once the front end has
+   answered every update in flight, so a standby takes over only then — at once.
 1. ``front end``: the chat front end (``telegram_app``) ready to handle updates; it is
    stopped last, and stopping it finishes every update in flight.
 2. ``pruning``: what the storage keeps past its time is dropped (``Storage.prune``) before
    the bot is up, then every ``PRUNE_EVERY_S``.
-3. ``schedules``: the schedules armed, then their timers run (a run in flight finishes).
+3. ``schedules``: the schedules armed, then their timers run (a run in flight finishes);
+   with replicas they follow, every ``SCHEDULE_SYNC_S``, what other replicas added or
+   removed.
 4. ``poster``: the bridge's outbox poster (with ``inbound``); what it has not posted
    stays stored for the next start or another replica. Then, with ``alerts``, paging's
    ``escalation`` runner (due steps and the sends they owe) and its ``incident posts``
    (the incidents' outbox): what they have not done is stored, and done once, later.
 5. ``web server``: ``/healthz``, ``/metrics``, the webhook and the inbound URLs
    (with ``http.port``).
-6. ``polling`` (the poller election: poll while this replica holds the lock) or
-   ``webhook`` (register the web server's URL with Telegram, once it listens).
+6. ``polling`` (poll while this replica's lease says it may, with a fresh updater for
+   each term; stand by otherwise) or ``webhook`` (register the web server's URL with
+   Telegram, once it listens).
 
 Stopping runs backwards: first no update is taken in any more (polling stops; in
 webhook mode the web server closes), then the web server, the poster and the timers
-stop, and last the front end finishes what it was handling. SIGTERM (``__main__``) only
-sets ``stop``; the audit is flushed when the runtime closes after ``run`` returns.
+stop, the front end finishes what it was handling, and last the lease goes. SIGTERM
+(``__main__``) only sets ``stop``; the audit is flushed when the runtime closes after
+``run`` returns.
 
 Adding a part is one line in ``bot_parts``, at its place in the order (``None`` when it
 is not configured) — as paging's two are, coroutines that run until cancelled, built by
@@ -51,7 +58,7 @@ from bot.health import Health
 from bot.logs import get_logger
 from bot.replicas import Election
 from bot.runtime import Runtime
-from bot.schedules import Schedule
+from bot.schedules import SCHEDULE_SYNC_S, Schedule, Timers
 from bot.vocabulary import Role
 
 log = get_logger("bot.lifecycle")
@@ -69,9 +76,14 @@ class FrontEnd(Protocol):
         """Finish every update in flight, then close."""
         ...
 
-    def start_polling(self) -> Awaitable[None]: ...
+    def start_polling(self, term: int) -> Awaitable[None]:
+        """Become the poller under lease ``term``: finish what an earlier poller left,
+        then take updates in (each one only under that term)."""
+        ...
 
-    def stop_polling(self) -> Awaitable[None]: ...
+    def stop_polling(self) -> Awaitable[None]:
+        """Take no more updates in (those taken are confirmed to Telegram)."""
+        ...
 
     @property
     def polling(self) -> bool: ...
@@ -150,15 +162,14 @@ class Task:
 
 
 class Polling:
-    """Poll Telegram while this replica holds the poller lock (always, on SQLite)."""
+    """Poll Telegram while this replica's lease says it may (always, on SQLite); the
+    lease itself is held by its own part (``poller lease``), started first."""
 
     name = "polling"
 
     def __init__(self, election: Election, frontend: FrontEnd) -> None:
         self._election = election
         self._frontend = frontend
-        self._stop = asyncio.Event()
-        self._electing: asyncio.Task[None] | None = None
 
     @property
     def role(self) -> Role:
@@ -169,16 +180,13 @@ class Polling:
         return self.role is not Role.POLLER or self._frontend.polling
 
     async def start(self) -> None:
-        frontend = self._frontend
-        self._electing = asyncio.create_task(
-            self._election.run(frontend.start_polling, frontend.stop_polling, self._stop)
-        )
+        await self._election.lead(self._frontend.start_polling, self._frontend.stop_polling)
 
     async def stop(self) -> None:
-        self._stop.set()
+        """Stop polling for good; the lease stays held until the ``poller lease`` part
+        stops, so the updates in flight are still answered."""
         try:
-            if self._electing is not None:
-                await self._electing  # a round in progress (a takeover) is finished first
+            await self._election.stand_down()  # a round in progress (a takeover) finishes
         finally:
             await self._frontend.stop_polling()
 
@@ -203,22 +211,15 @@ class WebhookRegistration:
 def bot_parts(runtime: Runtime, frontend: FrontEnd) -> list[Part]:
     """The bot's parts, in the order they start (they stop in reverse)."""
     config, timers, bridge, pager = runtime.config, runtime.timers, runtime.bridge, runtime.pager
-    intake = (
-        WebhookRegistration(frontend)
-        if config.telegram.webhook_url
-        else Polling(Election(runtime.storage), frontend)
-    )
+    election = runtime.election
+    polling = not config.telegram.webhook_url
+    intake = Polling(election, frontend) if polling else WebhookRegistration(frontend)
     health = Health(runtime.storage, intake, runtime.gateway_health)
     parts: list[Part | None] = [
+        Step("poller lease", election.hold, election.release) if polling else None,
         Step("front end", frontend.start, frontend.stop),
         _pruning(runtime),
-        Task(
-            "schedules",
-            lambda: timers.run(frontend.run_schedule),
-            prepare=runtime.service.start_schedules,
-        )
-        if timers is not None
-        else None,
+        _schedules(runtime, timers, frontend) if timers is not None else None,
         Task("poster", lambda: bridge.run_poster(frontend.post)) if bridge is not None else None,
         *(
             (
@@ -232,6 +233,17 @@ def bot_parts(runtime: Runtime, frontend: FrontEnd) -> list[Part]:
         intake,
     ]
     return [part for part in parts if part is not None]
+
+
+def _schedules(runtime: Runtime, timers: Timers, frontend: FrontEnd) -> Part:
+    service = runtime.service
+
+    async def arm() -> None:
+        await service.start_schedules()
+        if runtime.config.database_url is not None:  # replicas: follow the others' changes
+            timers.follow(service.sync_schedules, SCHEDULE_SYNC_S)
+
+    return Task("schedules", lambda: timers.run(frontend.run_schedule), prepare=arm)
 
 
 def _pruning(runtime: Runtime) -> Part:

@@ -26,6 +26,7 @@ from bot.vocabulary import AuditEntry, Outcome
 
 TELEGRAM_MESSAGE_MAX = 4096  # characters in one Telegram message
 NOT_ALLOWED = "Sorry, you are not allowed to use this bot here."
+DATABASE_AWAY = "The bot's database is unreachable; nothing was sent — try again in a minute."
 _DIGIT_RUN = re.compile(r"\d{5,}")
 
 

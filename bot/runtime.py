@@ -1,9 +1,10 @@
 """Wire the parts together once, for every front end (Telegram, exec, check, demo).
 
 One ``httpx.AsyncClient`` (one connection pool sized for fan-out), one ``Storage``
-(SQLite, or PostgreSQL for replicas), one gateway, one service. Everything that is
-opened here is closed here, in reverse order, with the audit closed last-but-one (a last
-write; an entry the database still cannot take is logged, never dropped silently).
+(SQLite, or PostgreSQL for replicas), one gateway, one service, one clock, one poller
+lease. Everything that is opened here is closed here, in reverse order, with the audit
+closed last-but-one (a last write; an entry the database still cannot take is logged,
+never dropped silently).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bot.metrics import Metrics
 from bot.paging.alertmanager import Alertmanager
 from bot.paging.escalation import Pager
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
-from bot.replicas import replica_id
+from bot.replicas import Election, replica_id
 from bot.schedules import Timers
 from bot.service import Service
 from bot.storage import Storage, open_storage
@@ -49,6 +50,7 @@ class Runtime:
     clock: Clock
     timers: Timers | None  # the schedules' timer, when the bot runs for good (``run``)
     gateway_health: GatewayHealth
+    election: Election  # this replica's poller lease (run by the lifecycle when polling)
     pager: Pager | None = None  # incident paging, with ``alerts``
 
 
@@ -109,6 +111,7 @@ async def open_runtime(
                 dry_run=config.dry_run,
                 **({"observer": metrics.observe_gateway} if metrics else {}),
             )
+            replica = replica_id()  # this process, in the poller lease and paging's claims
             pager = None
             if config.alerts is not None:
                 url = config.alerts.alertmanager_url
@@ -119,7 +122,7 @@ async def open_runtime(
                     audit,
                     address_book=config.address_book,
                     clock=clock,
-                    replica=replica_id(),
+                    replica=replica,
                     send_lease_s=wa.timeout_s * (wa.retries + 1) + 30,
                     max_concurrency=wa.max_concurrency,
                     alertmanager=Alertmanager(http, url) if url else None,
@@ -163,6 +166,12 @@ async def open_runtime(
                     clock=clock,
                     timers=timers,
                     gateway_health=gateway_health,
+                    election=Election(
+                        storage,
+                        replica,
+                        shared=config.database_url is not None,
+                        clock=clock,
+                    ),
                     pager=pager,
                 )
             finally:

@@ -11,7 +11,7 @@ every slot it missed: a missed schedule runs once at start.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, assert_never
@@ -24,6 +24,8 @@ from bot.storage import LastRun, Storage, StoredSchedule
 from bot.vocabulary import Outcome
 
 log = get_logger("bot.schedules")
+SCHEDULE_SYNC_S = 10.0  # replicas pick up schedules added or removed elsewhere this often
+_FOLLOW = "follow other replicas"  # the id of the job that does
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ class Scheduler(Protocol):
 
     def stop(self, name: str) -> None: ...
 
+    def names(self) -> set[str]:
+        """The schedules running here."""
+        ...
+
 
 Fire = Callable[[Schedule], Coroutine[Any, Any, None]]
 """Run a schedule that came due (and post what it says)."""
@@ -97,6 +103,22 @@ class Timers:
         for job in self._scheduler.get_jobs():
             if job.name == name:
                 job.remove()
+
+    def names(self) -> set[str]:
+        return {job.name for job in self._scheduler.get_jobs() if job.id != _FOLLOW}
+
+    def follow(self, sync: Callable[[], Awaitable[None]], every_s: float) -> None:
+        """Call ``sync`` every ``every_s`` while the timers run (replicas: start and stop
+        what other replicas added and removed); a failure is logged, tried next time."""
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        async def follow() -> None:
+            try:
+                await sync()
+            except Exception as exc:  # the database is away: next round
+                log.warning("schedule_sync_failed", error=type(exc).__name__)
+
+        self._scheduler.add_job(follow, IntervalTrigger(seconds=every_s), id=_FOLLOW)
 
     async def _come_due(self, schedule: Schedule) -> None:
         self._due.put_nowait(schedule)
@@ -224,7 +246,8 @@ async def _add(
     if isinstance(c.parse(command.command).command, c.SCHEDULE_COMMANDS):
         raise usage.fail("A schedule cannot manage schedules.")
     taken = {s.name for s in existing}
-    name = next(f"s{n}" for n in range(1, len(taken) + 2) if f"s{n}" not in taken)
+    while (name := f"s{await storage.next_schedule_number()}") in taken:
+        pass  # a configured schedule has this name: never reuse a name, even a freed one
     schedule = Schedule(name, chat_id, command.command, every_s, notify="change", from_chat=True)
     await storage.add_schedule(
         StoredSchedule(name, chat_id, command.every, command.command), user_id

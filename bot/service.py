@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import assert_never
 
 from bot import commands as c
@@ -35,6 +36,7 @@ from bot.paging.escalation import Pager
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling, is_telegram_file, pdf_to_text
 from bot.recipients import Recipient, mask
 from bot.replies import (
+    DATABASE_AWAY,
     NOT_ALLOWED,
     Reply,
     Result,
@@ -64,7 +66,7 @@ from bot.sends import (
 from bot.storage import Storage, StoredPrompt, Thread
 from bot.vocabulary import AuditEntry, Channel, Outcome, UserRole
 
-__all__ = ["NOT_ALLOWED", "ButtonResult", "Reply", "Request", "Service"]
+__all__ = ["NOT_ALLOWED", "ButtonResult", "Interrupted", "Reply", "Request", "Service"]
 
 CONFIRM_TTL_S = 300.0
 LANGUAGE_CACHE_S = 24 * 3600.0
@@ -138,6 +140,14 @@ class _Identity:
 
 
 CommandObserver = Callable[[str, str, float], None]
+
+
+class Interrupted(Enum):
+    """What a command cut short by a dead (or deposed) poller may have left behind."""
+
+    NOTHING = "nothing"  # safe to run again
+    MAYBE_SENT = "maybe sent"  # a send or PDF job may have reached WhatsMate: never again
+    PROMPT = "prompt"  # it asked, or was about to ask, to confirm: never ask twice
 
 
 class Service:
@@ -233,34 +243,59 @@ class Service:
         self._finish(self._identity(request), name, result, time.perf_counter())
         return result.reply
 
-    def may_have_sent(self, request: Request) -> bool:
-        """Whether handling ``request`` could have reached WhatsMate with a send (or a PDF
-        job): what a replica that died mid-way must not run again. Pure: no I/O."""
+    def interruption(self, request: Request) -> Interrupted:
+        """What handling ``request`` could have done before its replica stopped: reached
+        WhatsMate with a send (or a PDF job), asked to confirm one, or nothing a rerun
+        would repeat. Pure: no I/O."""
         if self._identity(request).role is UserRole.STRANGER:
-            return False
+            return Interrupted.NOTHING
         try:
             command = self._parse(request).command
             if isinstance(command, c.PdfToText):
-                return True
+                return Interrupted.MAYBE_SENT
             if not isinstance(command, c.SEND_COMMANDS):
-                return False
+                return Interrupted.NOTHING
             recipients = self._recipients(command)
         except (UsageError, RecipientError):
-            return False
-        return len(recipients) <= self.config.confirm_over  # more: it only asked to confirm
+            return Interrupted.NOTHING
+        if len(recipients) > self.config.confirm_over:
+            return Interrupted.PROMPT
+        return Interrupted.MAYBE_SENT
 
-    async def interrupted(self, request: Request, name: str | None = None) -> Reply:
-        """The answer to a send whose replica died handling it: outcome unknown, audited,
-        never sent again."""
+    async def interrupted(
+        self, request: Request, name: str | None = None, *, prompt: bool = False
+    ) -> Reply:
+        """The answer to a send whose replica stopped handling it, audited: outcome unknown,
+        never sent again — or, for one that asks to confirm, never a second prompt."""
         name = name or c.command_name(request.text) or "?"
-        text = (
-            f"/{name}: outcome unknown — the bot restarted while handling it, so it may "
-            "have been delivered. Not retried: check with the recipient before sending again."
-        )
-        reply = Reply(text, Outcome.UNKNOWN)
-        result = Result(reply, "interrupted by a restart", self._recipient_names(request))
+        if prompt:
+            text = (
+                f"/{name}: not sent — the bot restarted while asking you to confirm it. A "
+                "Send / Cancel prompt shown before still works; without one, send it again."
+            )
+            reply, detail = Reply(text, Outcome.CANCELLED), "interrupted before confirmation"
+        else:
+            text = (
+                f"/{name}: outcome unknown — the bot restarted while handling it, so it may "
+                "have been delivered. Not retried: check with the recipient before sending "
+                "again."
+            )
+            reply, detail = Reply(text, Outcome.UNKNOWN), "interrupted by a restart"
+        result = Result(reply, detail, self._recipient_names(request))
         self._finish(self._identity(request), f"/{name}", result, time.perf_counter())
         return reply
+
+    def unrecorded(self, request: Request) -> Reply:
+        """The one answer to a command that could not be journaled (the database is away):
+        it is not run, so nothing is sent."""
+        identity = self._identity(request)
+        if identity.role is UserRole.STRANGER:
+            result = Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
+        else:
+            result = Result(Reply(DATABASE_AWAY, Outcome.ERROR), "database unreachable")
+        name = f"/{c.command_name(request.text) or '?'}"
+        self._finish(identity, name, result, time.perf_counter())
+        return result.reply
 
     async def prompt_waiting(self, token: str) -> bool:
         """True while a confirmation prompt has not been answered."""
@@ -293,20 +328,43 @@ class Service:
 
     async def start_schedules(self) -> None:
         """Start every configured and chat-added schedule; a missed slot runs once now."""
+        if self._scheduler is not None:
+            await self._start(self._scheduler, [*self._configured(), *await self._added()])
+
+    async def sync_schedules(self) -> None:
+        """Follow the chat-added schedules other replicas added or removed."""
         if self._scheduler is None:
+            return
+        stored = await self._added()
+        running = self._scheduler.names()
+        kept = {s.name for s in (*self._configured(), *stored)}
+        for name in sorted(running - kept):
+            self._scheduler.stop(name)
+            log.info("schedule_stopped", schedule=name, reason="removed")
+        await self._start(self._scheduler, [s for s in stored if s.name not in running])
+
+    async def _added(self) -> list[Schedule]:
+        return await added_schedules(self._storage)
+
+    async def _start(self, scheduler: Scheduler, schedules: list[Schedule]) -> None:
+        if not schedules:
             return
         last_runs = await self._storage.last_runs()
         now = self._clock.now()
-        for schedule in (*self._configured(), *await added_schedules(self._storage)):
-            self._scheduler.start(
-                schedule, first_run_in(schedule, last_runs.get(schedule.name), now)
-            )
+        for schedule in schedules:
+            scheduler.start(schedule, first_run_in(schedule, last_runs.get(schedule.name), now))
 
     async def run_scheduled(self, schedule: Schedule) -> Reply | None:
         """Run a schedule's command as admin, once per slot across every replica.
 
-        None when another replica has this slot, or ``notify: change`` has nothing new.
+        None when another replica has this slot, the schedule was removed (on any
+        replica: it stops here too), or ``notify: change`` has nothing new.
         """
+        if schedule.from_chat and schedule.name not in {s.name for s in await self._added()}:
+            if self._scheduler is not None:
+                self._scheduler.stop(schedule.name)
+            log.info("schedule_stopped", schedule=schedule.name, reason="removed")
+            return None
         now = self._clock.now()
         slot = slot_of(schedule, now, await self._storage.first_run(schedule.name, now))
         if not await self._storage.claim_slot(schedule.name, slot, now):

@@ -75,7 +75,8 @@ class FakeClock:
 
     It runs on from the real time because the JobQueue fires schedules on real timers
     and a schedule's slot is read from this clock; ``advance`` jumps over what a test
-    must not wait for (a prompt's five minutes, a thread's 24 hours).
+    must not wait for (a prompt's five minutes, a thread's 24 hours). ``monotonic`` is
+    not moved: the poller lease it times is renewed against the database's real clock.
     """
 
     def __init__(self) -> None:
@@ -83,6 +84,9 @@ class FakeClock:
 
     def now(self) -> float:
         return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds

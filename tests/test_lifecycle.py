@@ -94,7 +94,7 @@ async def test_the_bot_starts_its_parts_in_order_and_stopping_finishes_a_send(
         schedules=[ping],
         whatsmate={"timeout_s": 30},  # the held send is answered when released, not timed out
     )
-    order = ["front end", "pruning", "schedules", "poster", "web server", "polling"]
+    order = ["poller lease", "front end", "pruning", "schedules", "poster", "web server", "polling"]
     assert _parts(bot, "part_started") == order
     bot.whatsmate.fail("/whatsapp/", HOLD)
     bot.telegram.message("/wa alice deploy done", user=ADMIN)

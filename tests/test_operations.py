@@ -318,6 +318,29 @@ async def test_timers_run_a_due_schedule_and_finish_it_when_stopped() -> None:
     assert fired == [yearly]
 
 
+async def test_timers_follow_other_replicas_and_try_again_after_a_failed_sync() -> None:
+    timers, synced = Timers(), asyncio.Event()
+    timers.start(Schedule("s1", TEAM, "/status", every_s=3600), first_in_s=60)
+    calls = []
+
+    async def sync() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise ConnectionError("the database is away")
+        synced.set()
+
+    async def fire(schedule: Schedule) -> None:
+        raise AssertionError(f"{schedule.name} is not due")
+
+    timers.follow(sync, every_s=0.01)
+    assert timers.names() == {"s1"}  # following is no schedule
+    running = asyncio.create_task(timers.run(fire))
+    await asyncio.wait_for(synced.wait(), 5)  # the failed round did not stop it
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert calls[:2] == [0, 1]
+
+
 async def test_the_bot_prunes_its_state_before_it_is_up(make_bot: BotUnderTest) -> None:
     """A prompt left by a crash two hours ago is gone once the bot polls; a fresh one stays."""
     now = make_bot.clock.now()

@@ -190,20 +190,6 @@ async def test_postgres_driver_counts_rows_and_serialises_on_a_lock(database_url
         await driver.aclose()
 
 
-async def test_the_poller_lock_keeps_the_id_older_replicas_take(database_url: str) -> None:
-    """An old and a new replica side by side during an upgrade still elect one poller."""
-    driver = await PostgresDriver.connect(database_url)
-    old = await asyncpg.connect(database_url)
-    try:
-        assert await old.fetchval("SELECT pg_try_advisory_lock($1)", 0x57_4D_42_32)
-        assert not await driver.hold_lock("poller")
-        await old.close()
-        assert await driver.hold_lock("poller")
-        assert await driver.hold_lock("poller")
-    finally:
-        await driver.aclose()
-
-
 def _names(catalogue: Catalogue) -> tuple[dict[str, set[str]], dict[str, tuple[str, str, str]]]:
     """Tables, their column names and the indexes (SQLite files of before declared
     INTEGER and REAL where the one schema says BIGINT and DOUBLE PRECISION: the same

@@ -4,7 +4,7 @@ The storage layer writes each query once, with ``?`` placeholders, and runs it o
 ``Connection``: the driver itself (each statement on its own, autocommitted) or one
 open transaction. The two drivers (``sqlite``, ``postgres``) differ in how they run a
 statement, never in what the statement says; the few places where the databases really
-differ are data here (``Dialect``) or one small driver method (``hold_lock``).
+differ are data here (``Dialect``).
 """
 
 from __future__ import annotations
@@ -73,13 +73,6 @@ class Driver(Connection, Protocol):
         taking the same lock name, across replicas (``pg_advisory_xact_lock`` on
         PostgreSQL; the SQLite driver's ``BEGIN IMMEDIATE`` already serialises writers).
         Committed when the block ends, rolled back when it raises."""
-        ...
-
-    async def hold_lock(self, name: str) -> bool:
-        """Take, or keep, the lock ``name`` for as long as this process lives: True while
-        it is held. PostgreSQL: a session advisory lock on a connection of its own (when
-        the process dies, or that session stops answering, the lock is free). SQLite:
-        always True — one process owns the file."""
         ...
 
     async def aclose(self) -> None: ...

@@ -6,13 +6,12 @@ the advisory locks replicas need. Queries arrive with ``?`` placeholders and are
 renumbered to ``$1…$n`` once per text (cached); row counts are read from the command
 tag asyncpg returns, here and nowhere else. A transaction with a lock name takes
 ``pg_advisory_xact_lock`` first, so it is serialised against every replica's
-transaction taking the same name; ``hold_lock`` keeps a session advisory lock on a
-connection of its own (the poller election).
+transaction taking the same name. The poller election needs no session of its own: it
+is a lease row (``SqlStorage.claim_poller``), judged by the database's clock.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -24,9 +23,9 @@ from asyncpg.pool import PoolConnectionProxy
 from bot.errors import StorageUnavailable
 from bot.storage.driver import Connection, Dialect
 
-# The lock ids replicas took before lock names existed ("WMB1", "WMB2"): an old and a new
-# replica running side by side during an upgrade still exclude each other.
-_LOCK_KEYS = {"schema": 0x57_4D_42_31, "poller": 0x57_4D_42_32}
+# The schema lock id replicas took before lock names existed ("WMB1"): an old and a new
+# replica starting together during an upgrade still migrate one at a time.
+_LOCK_KEYS = {"schema": 0x57_4D_42_31}
 _FAILURES = (asyncpg.PostgresError, OSError, TimeoutError)
 
 
@@ -72,16 +71,13 @@ class _Statements:
 
 
 class PostgresDriver(_Statements):
-    """``Driver`` on a pool of asyncpg connections, plus one session for ``hold_lock``."""
+    """``Driver`` on a pool of asyncpg connections."""
 
     dialect = Dialect.POSTGRES
 
-    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         super().__init__(pool)
         self._pool = pool
-        self._url = url
-        self._session: asyncpg.Connection | None = None  # holds the session locks
-        self._held: set[str] = set()
 
     @classmethod
     async def connect(cls, url: str) -> PostgresDriver:
@@ -94,7 +90,7 @@ class PostgresDriver(_Statements):
             raise StorageUnavailable(
                 f"database.url: cannot connect to PostgreSQL ({reason})"
             ) from None
-        return cls(pool, url)
+        return cls(pool)
 
     @asynccontextmanager
     async def transaction(self, lock: str | None = None) -> AsyncIterator[Connection]:
@@ -103,27 +99,5 @@ class PostgresDriver(_Statements):
                 await connection.execute(*_lock("pg_advisory_xact_lock", lock))
             yield _Statements(connection)
 
-    async def hold_lock(self, name: str) -> bool:
-        """The lock lives as long as its session: when the process dies, PostgreSQL frees
-        it and another replica takes it on its next try. A session that stops answering
-        is dropped, and every lock with it."""
-        try:
-            if self._session is None or self._session.is_closed():
-                self._session, self._held = await asyncpg.connect(self._url, timeout=5), set()
-            if name in self._held:
-                await self._session.fetchval("SELECT 1", timeout=5)
-            elif await self._session.fetchval(*_lock("pg_try_advisory_lock", name), timeout=5):
-                self._held.add(name)
-        except _FAILURES:
-            await self._drop_session()
-        return name in self._held
-
-    async def _drop_session(self) -> None:
-        session, self._session, self._held = self._session, None, set()
-        if session is not None:
-            with contextlib.suppress(*_FAILURES):
-                await session.close(timeout=2)
-
     async def aclose(self) -> None:
-        await self._drop_session()
         await self._pool.close()

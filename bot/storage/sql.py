@@ -101,7 +101,8 @@ async def _drop_expired(connection: Connection, table: str, now: float) -> int:
 async def _record(
     connection: Connection, update_id: int, owner: str, payload: str, now: float
 ) -> bool:
-    """Journal an update in the caller's transaction; False when it was seen before."""
+    """Journal an update (in the caller's transaction, if any); False when it was seen
+    before. Ids past their keep go first, so an id seen again after it is new."""
     await _drop_expired(connection, "updates", now)
     inserted = await connection.execute(
         "INSERT INTO updates (update_id, received, owner, payload)"
@@ -149,10 +150,6 @@ class SqlStorage:
         """Raise unless the storage answers within 2 s (for /healthz)."""
         async with asyncio.timeout(2):
             await self._driver.fetchone("SELECT 1")
-
-    async def try_poller(self) -> bool:
-        """True while this replica is the one that polls Telegram (elected, and kept)."""
-        return await self._driver.hold_lock("poller")
 
     async def claim_poller(self, holder: str, ttl_s: float) -> int | None:
         """Take the poller lease, or renew it, for ``ttl_s`` by the database's clock: its
@@ -244,13 +241,11 @@ class SqlStorage:
 
     async def claim_slot(self, name: str, slot: str, now: float) -> bool:
         """True for the one caller, on any replica, that runs schedule ``name`` in ``slot``."""
-        async with self._driver.transaction() as connection:
-            await _drop_expired(connection, "schedule_slots", now)
-            inserted = await connection.execute(
-                "INSERT INTO schedule_slots (name, slot, at) VALUES (?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                name, slot, now,
-            )  # fmt: skip
+        await _drop_expired(self._driver, "schedule_slots", now)
+        inserted = await self._driver.execute(
+            "INSERT INTO schedule_slots (name, slot, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            name, slot, now,
+        )  # fmt: skip
         return inserted > 0
 
     async def first_run(self, name: str, now: float) -> float:
@@ -318,12 +313,13 @@ class SqlStorage:
 
     async def mark_posted(self, ids: Sequence[int], post_id: int, at: float) -> None:
         """Posted as message ``post_id``: the bodies are dropped, the reference kept."""
-        async with self._driver.transaction() as connection:
-            await _drop_expired(connection, "inbound", at)
-            await connection.executemany(
-                "UPDATE inbound SET posted = ?, post_id = ?, body = NULL WHERE id = ?",
-                [(at, post_id, row_id) for row_id in ids],
-            )
+        # First, and in one piece that runs even if the poster is cancelled meanwhile (a
+        # stop): a post not marked would be posted again.
+        await self._driver.executemany(
+            "UPDATE inbound SET posted = ?, post_id = ?, body = NULL WHERE id = ?",
+            [(at, post_id, row_id) for row_id in ids],
+        )
+        await _drop_expired(self._driver, "inbound", at)
 
     async def find_post(self, chat_id: int, post_id: int) -> PostRef | None:
         rows = await self._driver.fetch(
@@ -338,12 +334,11 @@ class SqlStorage:
 
     async def save_prompt(self, prompt: StoredPrompt) -> None:
         """Keep a prompt until it is claimed; prompts left over an hour are dropped."""
-        async with self._driver.transaction() as connection:
-            await _drop_expired(connection, "prompts", prompt.created)
-            await connection.execute(
-                f"INSERT INTO prompts ({PROMPT_COLUMNS}) VALUES (?, ?, ?, ?)",
-                prompt.token, prompt.created, prompt.user_id, prompt.request,
-            )  # fmt: skip
+        await _drop_expired(self._driver, "prompts", prompt.created)
+        await self._driver.execute(
+            f"INSERT INTO prompts ({PROMPT_COLUMNS}) VALUES (?, ?, ?, ?)",
+            prompt.token, prompt.created, prompt.user_id, prompt.request,
+        )  # fmt: skip
 
     async def peek_prompt(self, token: str) -> StoredPrompt | None:
         row = await self._driver.fetchone(
@@ -362,8 +357,7 @@ class SqlStorage:
 
     async def record_update(self, update_id: int, owner: str, payload: str, now: float) -> bool:
         """Journal an update before it is handled; False when it was seen before."""
-        async with self._driver.transaction() as connection:
-            return await _record(connection, update_id, owner, payload, now)
+        return await _record(self._driver, update_id, owner, payload, now)
 
     async def record_polled_update(
         self, update_id: int, owner: str, payload: str, now: float, term: int

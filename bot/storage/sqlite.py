@@ -73,32 +73,57 @@ def _atomic(work: Work[T]) -> Work[T]:
     return run
 
 
-class _Statements:
-    """Statements run on the worker thread, in order; subclasses add the lock."""
+def _closed(cursor: sqlite3.Cursor) -> sqlite3.Cursor:
+    """``cursor``, closed: a cursor left to the garbage collector keeps its statement,
+    and with it the file, open after ``close()`` (sqlite3_close_v2 only marks the
+    connection a zombie) — the WAL, which still holds dropped message bodies, would
+    outlive the process's own shutdown. ``rowcount`` stays readable."""
+    cursor.close()
+    return cursor
 
-    def __init__(self, executor: ThreadPoolExecutor, connection: sqlite3.Connection) -> None:
+
+class _Statements:
+    """Statements run on the worker thread, in order: the driver's one at a time under
+    the lock, a transaction's (whose caller holds the lock) after its ``BEGIN``."""
+
+    def __init__(
+        self,
+        executor: ThreadPoolExecutor,
+        connection: sqlite3.Connection,
+        lock: asyncio.Lock | None,
+    ) -> None:
         self._executor = executor
         self._connection = connection
+        self._lock = lock  # None: in the one open transaction
 
     async def _run(self, work: Work[T], *, whole: bool = False) -> T:
         future = asyncio.wrap_future(self._executor.submit(work, self._connection))
         # ``whole``: it runs (a COMMIT, a ROLLBACK) even if the caller is cancelled meanwhile.
         return await (asyncio.shield(future) if whole else future)
 
-
-class _Transaction(_Statements):
-    """The one open transaction (its caller holds the lock); it begins with its first
-    statement, in the same hop to the worker thread."""
+    async def _statement(self, work: Work[T], *, atomic: bool = False) -> T:
+        if self._lock is None:  # the transaction begins with its first statement, one hop
+            return await self._run(_in_transaction(work))
+        async with self._lock:
+            return await self._run(_atomic(work) if atomic else work, whole=atomic)
 
     async def execute(self, sql: str, *args: object) -> int:
-        return await self._run(_in_transaction(lambda c: c.execute(sql, args).rowcount))
+        return await self._statement(lambda c: _closed(c.execute(sql, args)).rowcount)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        await self._run(_in_transaction(lambda c: c.executemany(sql, rows)))
+        # All or none, and one fsync; on its own, BEGIN, rows and COMMIT in one hop.
+        await self._statement(lambda c: _closed(c.executemany(sql, rows)), atomic=True)
 
     async def fetch(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         # fetchall, always: a statement read halfway would keep its transaction open.
-        return await self._run(_in_transaction(lambda c: c.execute(sql, args).fetchall()))
+        def rows(connection: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            cursor = connection.execute(sql, args)
+            try:
+                return cursor.fetchall()
+            finally:
+                cursor.close()
+
+        return await self._statement(rows)
 
     async def fetchone(self, sql: str, *args: object) -> tuple[Any, ...] | None:
         rows = await self.fetch(sql, *args)
@@ -109,47 +134,26 @@ class SqliteDriver(_Statements):
     """``Driver`` on one SQLite file, used only from its own worker thread."""
 
     dialect = Dialect.SQLITE
-
-    def __init__(self, executor: ThreadPoolExecutor, connection: sqlite3.Connection) -> None:
-        super().__init__(executor, connection)
-        self._lock = asyncio.Lock()  # held for a whole transaction, or one statement
+    _lock: asyncio.Lock  # held for a whole transaction, or one statement
 
     @classmethod
     async def open(cls, path: Path) -> SqliteDriver:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         connection = await asyncio.wrap_future(executor.submit(_connect, path))
-        return cls(executor, connection)
-
-    async def execute(self, sql: str, *args: object) -> int:
-        async with self._lock:
-            return await self._run(lambda c: c.execute(sql, args).rowcount)
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        async with self._lock:  # all or none, and one fsync
-            await self._run(_atomic(lambda c: c.executemany(sql, rows)), whole=True)
-
-    async def fetch(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
-        async with self._lock:
-            return await self._run(lambda c: c.execute(sql, args).fetchall())
-
-    async def fetchone(self, sql: str, *args: object) -> tuple[Any, ...] | None:
-        rows = await self.fetch(sql, *args)
-        return rows[0] if rows else None
+        return cls(executor, connection, asyncio.Lock())
 
     @asynccontextmanager
     async def transaction(self, lock: str | None = None) -> AsyncIterator[Connection]:
-        """``BEGIN IMMEDIATE``: the write lock is taken at the start, so a transaction
-        never fails half-way for want of it; ``lock`` needs nothing more here."""
+        """``BEGIN IMMEDIATE`` (with the first statement): the write lock is taken at the
+        start, so a transaction never fails half-way for want of it; ``lock`` needs
+        nothing more here, where one process owns the file."""
         async with self._lock:
             try:
-                yield _Transaction(self._executor, self._connection)
+                yield _Statements(self._executor, self._connection, lock=None)
             except BaseException:
                 await self._run(lambda c: _end(c, commit=False), whole=True)
                 raise
             await self._run(lambda c: _end(c, commit=True), whole=True)
-
-    async def hold_lock(self, name: str) -> bool:
-        return True  # one process owns the file: it holds every lock
 
     async def aclose(self) -> None:
         async with self._lock:
