@@ -1,6 +1,6 @@
 """The alert-intake scenario: 500 Alertmanager notifications posted at once.
 
-``python -m benchmarks.intake SUBJECT`` (``bot`` or ``floor``) prints one JSON line:
+``python -m benchmarks.measure SUBJECT intake`` (``bot`` or ``floor``) prints one JSON line:
 notifications/s accepted (500 over the time from the first POST to the last 200), the
 p99 time to the 200, and — for the bot — the p99 time from a notification's 200 to the
 first page's POST at the fake WhatsMate (each notification is its own alert group, so
@@ -190,7 +190,3 @@ async def measure(subject: str) -> dict[str, Any]:
             await telegram.stop()
             await whatsmate.stop()
     return result
-
-
-if __name__ == "__main__":
-    print(json.dumps(asyncio.run(measure(sys.argv[1]))))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,7 +16,7 @@ import pytest
 from tests.alertmanager import webhook_alert, webhook_body
 from tests.conftest import ADMIN, TEAM, BotUnderTest, free_port, start_bot_process
 from tests.fakes import HOLD, FakeTelegram, FakeWhatsMate
-from tests.test_replicas import Replicas
+from tests.test_replicas import Replicas, replicas  # noqa: F401 - the fixture
 
 SECRET = "alerts-secret-0123456789"
 ALICE, BOB = "4412345678", "447700900123"
@@ -132,17 +131,8 @@ async def test_killed_with_a_page_held_at_the_gateway_it_is_never_sent_again(
     ) in team_lines(telegram)
 
 
-@pytest.fixture
-async def replicas(
-    fakes: tuple[FakeTelegram, FakeWhatsMate], tmp_path: Path, database_url: str
-) -> AsyncIterator[Replicas]:
-    group = Replicas(*fakes, tmp_path, database_url)
-    yield group
-    await group.stop_all()
-
-
 async def test_two_replicas_given_the_same_notification_open_one_incident(
-    replicas: Replicas,
+    replicas: Replicas,  # noqa: F811 - the fixture of tests/test_replicas.py
 ) -> None:
     alerts = {k: v for k, v in alerts_config(0).items() if k == "alerts"}
     await replicas.start("a", **alerts)
