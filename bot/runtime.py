@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 from tenacity.wait import wait_base
@@ -25,16 +26,16 @@ from bot.gateway import WhatsMate
 from bot.health import GatewayHealth
 from bot.logs import redact
 from bot.metrics import Metrics
-from bot.paging.alertmanager import Alertmanager
-from bot.paging.escalation import Pager
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
 from bot.replicas import Election, replica_id
 from bot.schedules import Timers
 from bot.service import Service
 from bot.storage import Storage, open_storage
-from bot.storage.paging import PagingStore
 from bot.transport import AiohttpTransport
 from bot.vocabulary import Channel
+
+if TYPE_CHECKING:
+    from bot.paging.escalation import Pager
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,11 @@ async def open_runtime(
             )
             replica = replica_id()  # this process, in the poller lease and paging's claims
             pager = None
-            if config.alerts is not None:
+            if config.alerts is not None:  # paging's modules only for bots that page
+                from bot.paging.alertmanager import Alertmanager
+                from bot.paging.escalation import Pager
+                from bot.storage.paging import PagingStore
+
                 url = config.alerts.alertmanager_url
                 pager = Pager(
                     config.alerts,

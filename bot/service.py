@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import assert_never
+from typing import TYPE_CHECKING, assert_never
 
 from bot import commands as c
 from bot.audit import AuditLog
@@ -32,7 +32,6 @@ from bot.errors import (
 from bot.gateway import GatewayStatus, WhatsMate, check_translation
 from bot.health import GatewayHealth
 from bot.logs import get_logger
-from bot.paging.escalation import Pager
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling, is_telegram_file, pdf_to_text
 from bot.recipients import Recipient, mask
 from bot.replies import (
@@ -65,6 +64,9 @@ from bot.sends import (
 )
 from bot.storage import Storage, StoredPrompt, Thread
 from bot.vocabulary import AuditEntry, Channel, Outcome, UserRole
+
+if TYPE_CHECKING:  # paging is imported only by bots that page (runtime)
+    from bot.paging.escalation import Pager
 
 __all__ = ["NOT_ALLOWED", "ButtonResult", "Interrupted", "Reply", "Request", "Service"]
 

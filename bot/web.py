@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -29,9 +29,10 @@ from bot.bridge import CHANNELS, MAX_BODY_BYTES, Bridge
 from bot.errors import InboundRejected
 from bot.logs import get_logger
 from bot.metrics import Metrics
-from bot.paging.escalation import Pager
-from bot.paging.intake import MAX_BODY_BYTES as MAX_ALERT_BYTES
 from bot.untrusted import decode_json_object, same_secret
+
+if TYPE_CHECKING:
+    from bot.paging.escalation import Pager
 
 log = get_logger("bot.web")
 IDLE_TIMEOUT_S = 15.0  # silence after which a connection is closed, and a body given up
@@ -98,6 +99,7 @@ def make_app(
         app.router.add_post("/inbound/{channel}/{secret}", accept)
     if pager is not None:
         paging = pager
+        from bot.paging.intake import MAX_BODY_BYTES as MAX_ALERT_BYTES
 
         async def alerts(request: web.Request) -> web.Response:
             """Alertmanager's webhook: 200 only once stored, 503 when it cannot be (it

@@ -124,20 +124,19 @@ class IncidentPoster:
     async def post_all(self, post: Post) -> None:
         """Post everything that can go now (also the demo's one-shot way)."""
         while True:
-            rows = await self._store.claim_posts(self._clock.now(), LEASE_S)
+            rows = await self._store.waiting_posts(self._clock.now())
             planned = plan(rows, self._allowance(rows[0].chat_id) if rows else 0)
-            taken = {r.id for r in planned.rows} if planned else set()
-            left = [r.id for r in rows if r.id not in taken]
-            if left:
-                await self._store.release_posts(left)
             if planned is None:
                 return
+            taken = sorted(r.id for r in planned.rows)
+            if not await self._store.claim_posts(taken, self._clock.now(), LEASE_S):
+                continue  # another replica took some of them: look again
             try:
                 post_id = await post(
                     planned.chat_id, planned.text, planned.reply_to, planned.buttons
                 )
             except PostFailed:
-                await self._store.release_posts(sorted(taken))
+                await self._store.release_posts(taken)
                 log.warning("incident_post_failed", chat=planned.chat_id, rows=len(taken))
                 raise
             self._posted[planned.chat_id].append(time.monotonic())

@@ -390,20 +390,15 @@ class PagingStore:
 
     # -- posts ---------------------------------------------------------------------------
 
-    async def claim_posts(self, now: float, lease_s: float) -> list[PostRow]:
-        """Take every post waiting (and not taken by a live replica), oldest first."""
-        async with self._db.transaction(lock="incident-posts") as tx:
-            rows = await tx.fetch(
-                "SELECT p.id, p.incident, p.chat_id, p.opening, p.body, p.line, p.silence,"
-                " i.post_id FROM incident_posts p JOIN incidents i ON i.number = p.incident"
-                " WHERE p.posted IS NULL AND (p.claimed_until IS NULL OR p.claimed_until < ?)"
-                " ORDER BY p.id LIMIT 1000",
-                now,
-            )
-            await tx.executemany(
-                "UPDATE incident_posts SET claimed_until = ? WHERE id = ?",
-                [(now + lease_s, row[0]) for row in rows],
-            )
+    async def waiting_posts(self, now: float) -> list[PostRow]:
+        """The posts waiting (and not taken by a live replica), oldest first."""
+        rows = await self._db.fetch(
+            "SELECT p.id, p.incident, p.chat_id, p.opening, p.body, p.line, p.silence,"
+            " i.post_id FROM incident_posts p JOIN incidents i ON i.number = p.incident"
+            " WHERE p.posted IS NULL AND (p.claimed_until IS NULL OR p.claimed_until < ?)"
+            " ORDER BY p.id LIMIT 1000",
+            now,
+        )
         return [
             PostRow(
                 int(r[0]), int(r[1]), int(r[2]), bool(r[3]), r[4], r[5], bool(r[6]),
@@ -411,6 +406,25 @@ class PagingStore:
             )
             for r in rows
         ]  # fmt: skip
+
+    async def claim_posts(self, ids: Sequence[int], now: float, lease_s: float) -> bool:
+        """Take these posts for ``lease_s``: True when this caller got every one of them
+        (none was taken meanwhile by another replica); else it holds none."""
+        marks = ", ".join("?" * len(ids))
+        try:
+            async with self._db.transaction() as tx:
+                taken = await tx.execute(
+                    f"UPDATE incident_posts SET claimed_until = ? WHERE id IN ({marks})"
+                    " AND posted IS NULL AND (claimed_until IS NULL OR claimed_until < ?)",
+                    now + lease_s,
+                    *ids,
+                    now,
+                )
+                if taken != len(ids):
+                    raise _Taken  # rolled back: this caller holds none of them
+        except _Taken:
+            return False
+        return True
 
     async def recover_posts(self) -> None:
         """At start: on SQLite one process owns the file, so posts an earlier process
@@ -439,6 +453,10 @@ class PagingStore:
                 [(post_id, number) for number in opened],
             )
             await self._thread(tx, opened, now)
+
+
+class _Taken(Exception):
+    """Another replica took one of the posts: the claim is rolled back."""
 
 
 _SEND_COLUMNS = "id, incident, kind, step, written, number, gateway_group, channel, body"
