@@ -67,15 +67,25 @@ class PostgresServer:
         server._run(
             str(binaries / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "--no-sync"
         )
+        server.start_again()
+        return server
+
+    def start_again(self) -> None:
+        """Start the server on its data directory (again, after ``shut_down``)."""
         options = (
-            f"-p {server.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
             " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        server._run(
-            str(binaries / "pg_ctl"), "-D", str(data), "-o", options,
-            "-l", str(folder / "log"), "-w", "-t", "60", "start",
+        self._run(
+            str(self.binaries / "pg_ctl"), "-D", str(self.folder / "data"), "-o", options,
+            "-l", str(self.folder / "log"), "-w", "-t", "60", "start",
         )  # fmt: skip
-        return server
+
+    def shut_down(self) -> None:
+        """Stop the server as an upgrade or a failover does (every session is ended), but
+        keep its data: ``start_again`` brings it back."""
+        self._run(str(self.binaries / "pg_ctl"), "-D", str(self.folder / "data"),
+                  "-m", "fast", "-w", "stop")  # fmt: skip
 
     def stop(self) -> None:
         try:
