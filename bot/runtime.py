@@ -8,6 +8,7 @@ write; an entry the database still cannot take is logged, never dropped silently
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ async def open_runtime(
                     default_chat=config.inbound.chat,
                     address_book=config.address_book,
                     observe=metrics.observe_inbound if metrics else None,
+                    clock=clock or time.time,
                 )
             try:
                 yield Runtime(config, http, audit, gateway, service, metrics, storage, bridge)

@@ -66,7 +66,11 @@ CREATE TABLE IF NOT EXISTS inbound (
     reply_to INTEGER,
     posted REAL,
     post_id INTEGER,
-    claimed_until REAL
+    claimed_until REAL,
+    holder TEXT,
+    batch INTEGER,
+    parts_done INTEGER NOT NULL DEFAULT 0,
+    maybe_sent INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS inbound_pending ON inbound (posted, chat_id, id);
 CREATE INDEX IF NOT EXISTS inbound_digest ON inbound (digest, received);
@@ -98,6 +102,10 @@ CREATE TABLE IF NOT EXISTS updates (
 _ADDED_COLUMNS = (
     ("audit", "job_ids", "TEXT NOT NULL DEFAULT ''"),
     ("inbound", "claimed_until", "REAL"),
+    ("inbound", "holder", "TEXT"),
+    ("inbound", "batch", "INTEGER"),
+    ("inbound", "parts_done", "INTEGER NOT NULL DEFAULT 0"),
+    ("inbound", "maybe_sent", "INTEGER NOT NULL DEFAULT 0"),
 )
 SLOTS_KEPT_S = 7 * 24 * 3600.0
 PROMPTS_KEPT_S = 3600.0  # a prompt expires after 5 minutes; its text goes within the hour
@@ -210,6 +218,53 @@ class InboundMessage:
 
 
 @dataclass(frozen=True)
+class PostProgress:
+    """How far the post of some inbound messages got, kept so that no part of it is
+    posted twice unmarked: a post that failed half-way goes on from the part that failed."""
+
+    parts_done: int = 0
+    maybe_sent: bool = False  # part ``parts_done`` was sent and its answer lost (or due)
+    first_id: int | None = None  # the message id of the post's first part, once posted
+
+    @property
+    def started(self) -> bool:
+        """Something of the post may be in the chat: its messages stay one post."""
+        return self.parts_done > 0 or self.maybe_sent
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Inbound messages one replica took to post, as one post, and how far it got."""
+
+    messages: tuple[InboundMessage, ...]
+    progress: PostProgress = PostProgress()
+
+
+def pick_post(rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """Of the free rows waiting for a chat (``INBOUND_TAKEN`` columns, by id), those to
+    post now: a post already started, alone (its text must not change), else them all."""
+    started = [row for row in rows if row[6] is not None]
+    if not started:
+        return list(rows)
+    batch = min(row[6] for row in started)
+    return [row for row in rows if row[6] == batch]
+
+
+INBOUND_TAKEN = (
+    "id, channel, number, body, chat_id, reply_to, batch, parts_done, maybe_sent, post_id"
+)
+
+
+def taken_post(rows: Sequence[Sequence[Any]]) -> Taken:
+    """The ``Taken`` of rows chosen by ``pick_post``."""
+    if not rows:
+        return Taken(())
+    first = rows[0]
+    progress = PostProgress(int(first[7]), bool(first[8]), first[9])
+    return Taken(tuple(InboundMessage(*row[:6]) for row in rows), progress)
+
+
+@dataclass(frozen=True)
 class StoredPrompt:
     """A Send / Cancel prompt: who asked, when, and the request to run on Send (JSON)."""
 
@@ -264,17 +319,32 @@ class Storage(Protocol):
         """Chats that have inbound messages not yet posted."""
         ...
 
-    async def claim_inbound(self, chat_id: int, now: float, lease_s: float) -> list[InboundMessage]:
-        """Take what waits for ``chat_id`` and is not taken (or whose taker's lease ran
-        out): no two callers, on any replica, get the same message while a lease runs."""
+    async def claim_inbound(self, chat_id: int, now: float, lease_s: float, holder: str) -> Taken:
+        """Take, for ``holder``, what waits for ``chat_id`` and is not taken (or whose
+        taker's lease ran out): no two callers, on any replica, get the same message while
+        a lease runs. A post already started comes alone, with its progress."""
         ...
 
-    async def lease_inbound(self, ids: Sequence[int], until: float | None) -> None:
-        """Extend the lease on taken messages (a slow post), or give them back (None)."""
+    async def lease_inbound(self, ids: Sequence[int], holder: str, until: float | None) -> bool:
+        """Extend ``holder``'s lease on taken messages (a slow post), or give them back
+        (None). False, and nothing changed, when ``holder`` no longer holds them all."""
         ...
 
-    async def mark_posted(self, ids: Sequence[int], post_id: int, at: float) -> None:
-        """Posted as message ``post_id``: the bodies are dropped, the reference kept."""
+    async def record_progress(
+        self, ids: Sequence[int], holder: str, progress: PostProgress
+    ) -> bool:
+        """Keep how far the post of ``ids`` got (before each part is sent, and after a part
+        that surely failed); False, nothing written, unless ``holder`` still holds them."""
+        ...
+
+    async def mark_posted(self, ids: Sequence[int], post_id: int | None, at: float) -> None:
+        """Posted as message ``post_id`` (None: given up): the bodies are dropped, the
+        reference kept. A message already marked posted keeps its first mark."""
+        ...
+
+    async def move_inbound(self, ids: Sequence[int], from_chat: int, to_chat: int) -> None:
+        """Telegram refuses ``from_chat`` for good: the messages go to ``to_chat``, from
+        scratch and under no message; threads that pointed into ``from_chat`` are dropped."""
         ...
 
     async def find_post(self, chat_id: int, post_id: int) -> PostRef | None: ...
@@ -341,7 +411,9 @@ class SqliteStorage:
                 connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         # One process owns this file: whatever an earlier process had taken to post and
         # did not finish (it died) is free to post again.
-        connection.execute("UPDATE inbound SET claimed_until = NULL WHERE posted IS NULL")
+        connection.execute(
+            "UPDATE inbound SET claimed_until = NULL, holder = NULL WHERE posted IS NULL"
+        )
         self._connection = connection
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -483,40 +555,85 @@ class SqliteStorage:
 
         return await self._run(query)
 
-    async def claim_inbound(self, chat_id: int, now: float, lease_s: float) -> list[InboundMessage]:
-        def claim(connection: sqlite3.Connection) -> list[InboundMessage]:
+    async def claim_inbound(self, chat_id: int, now: float, lease_s: float, holder: str) -> Taken:
+        def claim(connection: sqlite3.Connection) -> Taken:
             with connection:
                 connection.execute("BEGIN IMMEDIATE")
-                rows = connection.execute(
-                    "SELECT id, channel, number, body, chat_id, reply_to FROM inbound"
-                    " WHERE posted IS NULL AND chat_id = ?"
-                    " AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY id",
-                    (chat_id, now),
-                ).fetchall()
-                connection.executemany(
-                    "UPDATE inbound SET claimed_until = ? WHERE id = ?",
-                    [(now + lease_s, row[0]) for row in rows],
+                rows = pick_post(
+                    connection.execute(
+                        f"SELECT {INBOUND_TAKEN} FROM inbound"
+                        " WHERE posted IS NULL AND chat_id = ?"
+                        " AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY id",
+                        (chat_id, now),
+                    ).fetchall()
                 )
-                return [InboundMessage(*row) for row in rows]
+                connection.executemany(
+                    "UPDATE inbound SET claimed_until = ?, holder = ? WHERE id = ?",
+                    [(now + lease_s, holder, row[0]) for row in rows],
+                )
+                return taken_post(rows)
 
         return await self._run(claim)
 
-    async def lease_inbound(self, ids: Sequence[int], until: float | None) -> None:
-        def update(connection: sqlite3.Connection) -> None:
-            connection.executemany(
-                "UPDATE inbound SET claimed_until = ? WHERE id = ?", [(until, i) for i in ids]
-            )
+    async def lease_inbound(self, ids: Sequence[int], holder: str, until: float | None) -> bool:
+        keeper = holder if until is not None else None
 
-        await self._run(update)
+        def update(connection: sqlite3.Connection) -> bool:
+            with connection:
+                connection.execute("BEGIN IMMEDIATE")
+                if not _held(connection, ids, holder):
+                    return False
+                connection.executemany(
+                    "UPDATE inbound SET claimed_until = ?, holder = ? WHERE id = ?",
+                    [(until, keeper, i) for i in ids],
+                )
+                return True
 
-    async def mark_posted(self, ids: Sequence[int], post_id: int, at: float) -> None:
+        return await self._run(update)
+
+    async def record_progress(
+        self, ids: Sequence[int], holder: str, progress: PostProgress
+    ) -> bool:
+        batch = min(ids) if progress.started else None
+
+        def update(connection: sqlite3.Connection) -> bool:
+            with connection:
+                connection.execute("BEGIN IMMEDIATE")
+                if not _held(connection, ids, holder):
+                    return False
+                connection.executemany(
+                    "UPDATE inbound SET parts_done = ?, maybe_sent = ?, post_id = ?, batch = ?"
+                    " WHERE id = ?",
+                    [(progress.parts_done, progress.maybe_sent, progress.first_id, batch, i)
+                     for i in ids],
+                )  # fmt: skip
+                return True
+
+        return await self._run(update)
+
+    async def mark_posted(self, ids: Sequence[int], post_id: int | None, at: float) -> None:
         def update(connection: sqlite3.Connection) -> None:
             with connection:
                 connection.execute("BEGIN")
                 connection.executemany(
-                    "UPDATE inbound SET posted = ?, post_id = ?, body = NULL WHERE id = ?",
+                    "UPDATE inbound SET posted = ?, post_id = ?, body = NULL"
+                    " WHERE id = ? AND posted IS NULL",
                     [(at, post_id, row_id) for row_id in ids],
                 )
+
+        await self._run(update)
+
+    async def move_inbound(self, ids: Sequence[int], from_chat: int, to_chat: int) -> None:
+        def update(connection: sqlite3.Connection) -> None:
+            with connection:
+                connection.execute("BEGIN")
+                connection.executemany(
+                    "UPDATE inbound SET chat_id = ?, reply_to = NULL, batch = NULL,"
+                    " parts_done = 0, maybe_sent = 0, post_id = NULL, claimed_until = NULL,"
+                    " holder = NULL WHERE id = ? AND posted IS NULL",
+                    [(to_chat, row_id) for row_id in ids],
+                )
+                connection.execute("DELETE FROM threads WHERE chat_id = ?", (from_chat,))
 
         await self._run(update)
 
@@ -633,3 +750,13 @@ class SqliteStorage:
             connection.execute("SELECT 1").fetchone()
 
         await self._run(query)
+
+
+def _held(connection: sqlite3.Connection, ids: Sequence[int], holder: str) -> bool:
+    """``holder`` holds every one of ``ids``, none of them posted yet."""
+    marks = ", ".join("?" * len(ids))
+    held = connection.execute(
+        f"SELECT count(*) FROM inbound WHERE id IN ({marks}) AND holder = ? AND posted IS NULL",
+        (*ids, holder),
+    ).fetchone()[0]
+    return bool(held == len(ids))

@@ -16,26 +16,32 @@ import contextlib
 from collections.abc import Sequence
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from bot.errors import StorageUnavailable
 from bot.storage import (
     AUDIT_COLUMNS,
+    INBOUND_TAKEN,
     PROMPTS_KEPT_S,
     SLOTS_KEPT_S,
     UPDATES_KEPT_S,
     Arrival,
     AuditEntry,
-    InboundMessage,
     JournalEntry,
     LastRun,
+    PostProgress,
     PostRef,
     StoredPrompt,
     StoredSchedule,
+    Taken,
     Thread,
     audit_entry,
     audit_row,
+    pick_post,
+    taken_post,
 )
 
+Connection = asyncpg.Connection | PoolConnectionProxy  # a session, or one lent by the pool
 SCHEMA_LOCK = 0x57_4D_42_31  # advisory lock ids: "WMB1" — schema creation
 POLLER_LOCK = 0x57_4D_42_32  # "WMB2" — the one replica that polls Telegram
 SCHEMA_VERSION = 1
@@ -92,8 +98,17 @@ CREATE TABLE IF NOT EXISTS inbound (
     reply_to BIGINT,
     posted DOUBLE PRECISION,
     post_id BIGINT,
-    claimed_until DOUBLE PRECISION
+    claimed_until DOUBLE PRECISION,
+    holder TEXT,
+    batch BIGINT,
+    parts_done INTEGER NOT NULL DEFAULT 0,
+    maybe_sent BOOLEAN NOT NULL DEFAULT FALSE
 );
+-- Added after the first release: who holds a lease, and how far a post got.
+ALTER TABLE inbound ADD COLUMN IF NOT EXISTS holder TEXT;
+ALTER TABLE inbound ADD COLUMN IF NOT EXISTS batch BIGINT;
+ALTER TABLE inbound ADD COLUMN IF NOT EXISTS parts_done INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE inbound ADD COLUMN IF NOT EXISTS maybe_sent BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE INDEX IF NOT EXISTS inbound_pending ON inbound (chat_id, id) WHERE posted IS NULL;
 CREATE INDEX IF NOT EXISTS inbound_digest ON inbound (digest, received);
 CREATE INDEX IF NOT EXISTS inbound_post ON inbound (chat_id, post_id);
@@ -304,32 +319,72 @@ class PostgresStorage:
         rows = await self._pool.fetch("SELECT DISTINCT chat_id FROM inbound WHERE posted IS NULL")
         return {row[0] for row in rows}
 
-    async def claim_inbound(self, chat_id: int, now: float, lease_s: float) -> list[InboundMessage]:
-        rows = await self._pool.fetch(
-            "UPDATE inbound SET claimed_until = $3 WHERE id IN ("
-            " SELECT id FROM inbound WHERE posted IS NULL AND chat_id = $1"
-            " AND (claimed_until IS NULL OR claimed_until < $2)"
-            " ORDER BY id FOR UPDATE SKIP LOCKED)"
-            " RETURNING id, channel, number, body, chat_id, reply_to",
-            chat_id,
-            now,
-            now + lease_s,
-        )
-        return sorted((InboundMessage(*row) for row in rows), key=lambda m: m.id)
+    async def claim_inbound(self, chat_id: int, now: float, lease_s: float, holder: str) -> Taken:
+        async with self._pool.acquire() as connection, connection.transaction():
+            free = await connection.fetch(
+                f"SELECT {INBOUND_TAKEN} FROM inbound WHERE posted IS NULL AND chat_id = $1"
+                " AND (claimed_until IS NULL OR claimed_until < $2)"
+                " ORDER BY id FOR UPDATE SKIP LOCKED",
+                chat_id,
+                now,
+            )
+            rows = pick_post([tuple(row) for row in free])
+            await connection.execute(
+                "UPDATE inbound SET claimed_until = $2, holder = $3 WHERE id = ANY($1::bigint[])",
+                [row[0] for row in rows],
+                now + lease_s,
+                holder,
+            )
+        return taken_post(rows)
 
-    async def lease_inbound(self, ids: Sequence[int], until: float | None) -> None:
-        await self._pool.execute(
-            "UPDATE inbound SET claimed_until = $2 WHERE id = ANY($1::bigint[])", list(ids), until
-        )
+    async def lease_inbound(self, ids: Sequence[int], holder: str, until: float | None) -> bool:
+        async with self._pool.acquire() as connection, connection.transaction():
+            if not await _held(connection, ids, holder):
+                return False
+            await connection.execute(
+                "UPDATE inbound SET claimed_until = $2, holder = $3 WHERE id = ANY($1::bigint[])",
+                list(ids),
+                until,
+                holder if until is not None else None,
+            )
+        return True
 
-    async def mark_posted(self, ids: Sequence[int], post_id: int, at: float) -> None:
+    async def record_progress(
+        self, ids: Sequence[int], holder: str, progress: PostProgress
+    ) -> bool:
+        async with self._pool.acquire() as connection, connection.transaction():
+            if not await _held(connection, ids, holder):
+                return False
+            await connection.execute(
+                "UPDATE inbound SET parts_done = $2, maybe_sent = $3, post_id = $4, batch = $5"
+                " WHERE id = ANY($1::bigint[])",
+                list(ids),
+                progress.parts_done,
+                progress.maybe_sent,
+                progress.first_id,
+                min(ids) if progress.started else None,
+            )
+        return True
+
+    async def mark_posted(self, ids: Sequence[int], post_id: int | None, at: float) -> None:
         await self._pool.execute(
             "UPDATE inbound SET posted = $2, post_id = $3, body = NULL"
-            " WHERE id = ANY($1::bigint[])",
+            " WHERE id = ANY($1::bigint[]) AND posted IS NULL",
             list(ids),
             at,
             post_id,
         )
+
+    async def move_inbound(self, ids: Sequence[int], from_chat: int, to_chat: int) -> None:
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "UPDATE inbound SET chat_id = $2, reply_to = NULL, batch = NULL,"
+                " parts_done = 0, maybe_sent = FALSE, post_id = NULL, claimed_until = NULL,"
+                " holder = NULL WHERE id = ANY($1::bigint[]) AND posted IS NULL",
+                list(ids),
+                to_chat,
+            )
+            await connection.execute("DELETE FROM threads WHERE chat_id = $1", from_chat)
 
     async def find_post(self, chat_id: int, post_id: int) -> PostRef | None:
         rows = await self._pool.fetch(
@@ -395,3 +450,14 @@ class PostgresStorage:
             not_owner,
         )
         return [JournalEntry(*row) for row in rows]
+
+
+async def _held(connection: Connection, ids: Sequence[int], holder: str) -> bool:
+    """``holder`` holds every one of ``ids``, none posted yet; locks them till commit."""
+    held = await connection.fetch(
+        "SELECT id FROM inbound WHERE id = ANY($1::bigint[]) AND holder = $2"
+        " AND posted IS NULL FOR UPDATE",
+        list(ids),
+        holder,
+    )
+    return len(held) == len(ids)
