@@ -14,10 +14,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from bot.audit import Outcome
 from bot.config import Config, load_config
 from bot.errors import BotError, ConfigError, GatewayError, StorageUnavailable
 from bot.logs import configure_logging, get_logger, redact
+from bot.vocabulary import Outcome
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXEC_EXIT = {
@@ -91,8 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(config: Config) -> int:
+    from bot.lifecycle import Lifecycle
     from bot.runtime import open_runtime
-    from bot.telegram_app import build_application, serve
+    from bot.telegram_app import TelegramFrontend
 
     log = get_logger("bot")
     stop = asyncio.Event()
@@ -107,9 +108,8 @@ async def _run(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal, number)
-    async with open_runtime(config) as runtime:
-        app, frontend = build_application(runtime)
-        await serve(app, frontend, runtime, stop)
+    async with open_runtime(config, serving=True) as runtime:
+        await Lifecycle.of_bot(runtime, TelegramFrontend(runtime)).run(stop)
     log.info("stopped")
     return EXIT_OK
 

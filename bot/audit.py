@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 from tenacity.wait import wait_base
 
+from bot.clock import Clock
 from bot.logs import get_logger
 from bot.recipients import mask
-from bot.storage import AuditEntry, Outcome, Storage
-
-__all__ = ["AuditEntry", "AuditLog", "Outcome"]
+from bot.storage import Storage
+from bot.vocabulary import AuditEntry
 
 MAX_BUFFERED = 100_000  # entries waiting for the database; past this they go to the log
 BATCH_MAX = 1_000  # entries per transaction
@@ -42,7 +40,7 @@ class AuditLog:
     def __init__(
         self,
         storage: Storage,
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
         *,
         max_buffered: int = MAX_BUFFERED,
         retry_wait: wait_base | None = None,
@@ -59,7 +57,7 @@ class AuditLog:
     def record(self, entry: AuditEntry) -> None:
         """Queue ``entry``; it is written within one batch, soon, off the event loop."""
         if not entry.at:
-            entry = replace(entry, at=self._clock())
+            entry = replace(entry, at=self._clock.now())
         if len(self._buffer) >= self._max_buffered:
             log.error("audit_entry_dropped", reason="buffer full", **_fields(entry))
             return

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -45,7 +44,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from bot.audit import AuditEntry, AuditLog, Outcome
+from bot.audit import AuditLog
+from bot.clock import Clock
 from bot.errors import ChatRefused, InboundRejected, PostFailed, PostMaybeSent
 from bot.logs import get_logger
 from bot.recipients import AddressBook, clean_number, mask
@@ -53,9 +53,10 @@ from bot.replicas import replica_id
 from bot.replies import TELEGRAM_MESSAGE_MAX, split_text
 from bot.storage import Arrival, InboundMessage, PostProgress, Storage, Taken
 from bot.untrusted import decode_json_object, same_secret
+from bot.vocabulary import AuditEntry, Channel, Outcome
 
 T = TypeVar("T")
-CHANNELS = {"whatsapp": "WhatsApp", "telegram": "Telegram"}
+CHANNELS = {channel.value: channel for channel in Channel}  # as inbound URLs spell them
 MAX_BODY_BYTES = 64 * 1024
 DUPLICATE_WITHIN_S = 120.0  # the same delivery again within this is posted once
 THREAD_WITHIN_S = 24 * 3600.0  # an answer within this lands under the command that paged
@@ -109,7 +110,7 @@ class Bridge:
         secret: str,
         default_chat: int,
         address_book: AddressBook,
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
         observe: InboundObserver | None = None,
         holder: str | None = None,
     ) -> None:
@@ -129,7 +130,7 @@ class Bridge:
         """Constant-time comparison of the secret part of an inbound URL."""
         return same_secret(given, self._secret)
 
-    async def accept(self, channel: str, raw: bytes) -> None:
+    async def accept(self, channel: Channel, raw: bytes) -> None:
         """Store one inbound message for posting; returns only once it is on disk."""
         try:
             number, message = parse_inbound(raw)
@@ -137,9 +138,9 @@ class Bridge:
             self._count(channel, "rejected")
             raise
         digest = hmac.new(
-            self._secret.encode(), f"{channel}\0{number}\0{message}".encode(), hashlib.sha256
+            self._secret.encode(), f"{channel.value}\0{number}\0{message}".encode(), hashlib.sha256
         ).hexdigest()
-        now = self._clock()
+        now = self._clock.now()
         chat = await self._storage.accept_inbound(
             Arrival(
                 channel,
@@ -154,16 +155,16 @@ class Bridge:
         )
         if chat is None:
             self._count(channel, "repeated")
-            log.info("inbound_repeated", channel=channel, number=mask(number))
+            log.info("inbound_repeated", channel=channel.value, number=mask(number))
             return
         self._count(channel, "stored")
-        self._audit.record(AuditEntry(chat, 0, "inbound", (number,), Outcome.OK, CHANNELS[channel]))
-        log.info("inbound_stored", channel=channel, number=mask(number), chat=chat)
+        self._audit.record(AuditEntry(chat, 0, "inbound", (number,), Outcome.OK, channel.label))
+        log.info("inbound_stored", channel=channel.value, number=mask(number), chat=chat)
         self._wake.set()
 
-    def _count(self, channel: str, result: str) -> None:
+    def _count(self, channel: Channel, result: str) -> None:
         if self._observe is not None:
-            self._observe(channel, result)
+            self._observe(channel.value, result)
 
     # -- posting ----------------------------------------------------------------------
 
@@ -215,7 +216,7 @@ class Bridge:
             with attempt:
                 while True:
                     taken = await self._storage.claim_inbound(
-                        chat, self._clock(), LEASE_S, self._holder
+                        chat, self._clock.now(), LEASE_S, self._holder
                     )
                     if not taken.messages:
                         break
@@ -262,7 +263,7 @@ class Bridge:
                     await self._storage.record_progress(ids, self._holder, unsent)
                 raise
             done = PostProgress(index + 1, False, done.first_id or message_id)
-        mark = partial(self._storage.mark_posted, ids, done.first_id, self._clock())
+        mark = partial(self._storage.mark_posted, ids, done.first_id, self._clock.now())
         await self._until_stored("mark_posted", mark)
 
     async def _until_stored(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
@@ -284,7 +285,9 @@ class Bridge:
         while True:
             await asyncio.sleep(RENEW_EVERY_S)
             try:
-                held = await self._storage.lease_inbound(ids, self._holder, self._clock() + LEASE_S)
+                held = await self._storage.lease_inbound(
+                    ids, self._holder, self._clock.now() + LEASE_S
+                )
             except Exception as exc:  # the database is away: try again, the lease still runs
                 log.warning("lease_renewal_failed", error=repr(exc))
                 continue
@@ -306,7 +309,7 @@ class Bridge:
         )
         if target is None:
             log.error("post_refused_everywhere", chat=chat, messages=len(ids), reason=str(refused))
-            given_up = partial(self._storage.mark_posted, ids, None, self._clock())
+            given_up = partial(self._storage.mark_posted, ids, None, self._clock.now())
             await self._until_stored("mark_posted", given_up)
             return
         log.warning("post_chat_refused", chat=chat, to_chat=target, reason=str(refused))
@@ -319,11 +322,10 @@ class Bridge:
         """One message: a post of its own, under its thread. Several: one line each."""
         if len(messages) == 1:
             (message,) = messages
-            head = f"{self._sender(message)} on {CHANNELS[message.channel]}:"
+            head = f"{self._sender(message)} on {message.channel.label}:"
             return Composed(f"{head}\n{message.body}", message.reply_to)
         lines = [
-            f"{self._sender(m)} on {CHANNELS[m.channel]}: {' '.join(m.body.split())}"
-            for m in messages
+            f"{self._sender(m)} on {m.channel.label}: {' '.join(m.body.split())}" for m in messages
         ]
         threads = {m.reply_to for m in messages}
         reply_to = threads.pop() if len(threads) == 1 else None

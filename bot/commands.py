@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bot.errors import UnknownCommand, UsageError
+from bot.vocabulary import Channel
 
 
 class Access(Enum):
@@ -20,16 +21,6 @@ class Access(Enum):
 
     MEMBER = "member"  # users, in the team chats
     ADMIN = "admin"
-
-
-class Channel(Enum):
-    WHATSAPP = "wa"
-    TELEGRAM = "tg"
-
-    @property
-    def label(self) -> str:
-        """How a person names it: ``WhatsApp``, ``Telegram``."""
-        return "WhatsApp" if self is Channel.WHATSAPP else "Telegram"
 
 
 class MediaKind(Enum):
@@ -118,23 +109,15 @@ class ScheduleRemove:
     name: str
 
 
-Command = (
-    SendText
-    | SendLocation
-    | SendMedia
-    | Translate
-    | PdfToText
-    | ListLanguages
-    | Status
-    | History
-    | WhoAmI
-    | Help
-    | ScheduleList
-    | ScheduleAdd
-    | ScheduleRemove
-)
+# Each union is matched with ``typing.assert_never`` on its last branch where it is
+# dispatched, so mypy --strict fails until a new command is handled everywhere.
 SendCommand = SendText | SendLocation | SendMedia
 ScheduleCommand = ScheduleList | ScheduleAdd | ScheduleRemove
+QueryCommand = (
+    Translate | PdfToText | ListLanguages | Status | History | WhoAmI | Help | ScheduleCommand
+)
+"""Every command that is not a send: ``Service._query`` answers it."""
+Command = SendCommand | QueryCommand
 SCHEDULE_COMMANDS = (ScheduleList, ScheduleAdd, ScheduleRemove)
 SEND_COMMANDS = (SendText, SendLocation, SendMedia)
 HISTORY_MAX = 50
@@ -296,14 +279,14 @@ def _schedule(args: Args, name: str) -> Command:
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
-        "wa",
+        Channel.WHATSAPP.command,
         "<to> <message>",
         "send a WhatsApp message",
         Access.MEMBER,
         _send_text(Channel.WHATSAPP),
     ),
     CommandSpec(
-        "tg",
+        Channel.TELEGRAM.command,
         "<to> <message>",
         "send a Telegram message via WhatsMate",
         Access.MEMBER,

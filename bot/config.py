@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-from bot.commands import Channel
 from bot.errors import ConfigError, RecipientError
 from bot.recipients import AddressBook, GatewayGroup, clean_written_number, looks_like_number
+from bot.vocabulary import Channel
 
 T = TypeVar("T")
 

@@ -22,6 +22,7 @@ from bot.errors import InboundRejected, RecipientError
 from bot.runtime import open_runtime
 from bot.sandbox import Sandbox
 from bot.service import Request
+from bot.vocabulary import Channel
 
 DEMO_ADMIN = 1001
 DEMO_CHAT = -100500
@@ -88,6 +89,7 @@ async def run_demo(
                 secret=DEMO_SECRET,
                 default_chat=DEMO_CHAT,
                 address_book=config.address_book,
+                clock=runtime.clock,
             )
             groups = "; gateway groups: ops-room (/wa), ops-tg (/tg)" if api_version == 3 else ""
             say(
@@ -147,7 +149,7 @@ async def _simulate_reply(
     try:
         (recipient, *_) = config.address_book.resolve(to)
         body = {"number": recipient.number, "message": message}
-        await bridge.accept("whatsapp", json.dumps(body).encode())
+        await bridge.accept(Channel.WHATSAPP, json.dumps(body).encode())
     except (RecipientError, InboundRejected, ValueError):
         say(f"bot> Usage: {SIMULATE} <contact or number> <message>")
         return

@@ -18,6 +18,8 @@ Callers catch by meaning, never by message text::
     ├── ChatRefused               Telegram refuses a chat for good (bot removed, group
     │                             migrated: .moved_to): the post goes elsewhere
     ├── StorageUnavailable        the database (database.url) cannot be reached at start
+    ├── LostPollerRole            the poller lease ran out while an update was handled:
+    │                             nothing more is said, the new poller answers it
     ├── LimitExceeded             a send breaks a documented WhatsMate limit (length,
     │                             size, a field the endpoint lacks): refused before
     │                             any call, the reply starts "Not sent:"
@@ -111,6 +113,11 @@ class ChatRefused(BotError):
 
 class StorageUnavailable(BotError):
     """PostgreSQL at ``database.url`` did not answer when the bot started."""
+
+
+class LostPollerRole(BotError):
+    """This replica's poller lease ran out while it handled an update: it says nothing
+    more about it (the poller that took over answers or reruns it from the journal)."""
 
 
 class LimitExceeded(BotError):

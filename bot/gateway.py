@@ -37,7 +37,6 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential
 
-from bot.commands import Channel
 from bot.errors import (
     AuthError,
     BadResponse,
@@ -53,6 +52,7 @@ from bot.errors import (
     ServerError,
 )
 from bot.recipients import Recipient
+from bot.vocabulary import Channel
 
 QUOTA_STATUSES = frozenset({402, 429, 444, 469})
 AUTH_STATUSES = frozenset({401, 403})
@@ -162,7 +162,7 @@ def _v3() -> dict[RouteKey, Route]:
         (TG, Content.VOICE): ("voice_note", ("voice_note", "filename", "caption?"), True),
     }
     for (channel, content), (segment, fields, admin) in kinds.items():
-        base = f"/v3/{'whatsapp' if channel is WA else 'telegram'}"
+        base = f"/v3/{channel.value}"
         routes[channel, SINGLE, content] = Route(
             f"{base}/single/{segment}/message/{{i}}", ("number", *fields)
         )

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_fixed
 
-from bot.audit import Outcome
 from bot.config import TelegramConfig
 from bot.errors import GatewayError
 from bot.gateway import WhatsMate
 from bot.replies import Reply, ReplyFile, Result, describe_failure, split_text
+from bot.vocabulary import Outcome
 
 REPLY_MESSAGES = 3  # a longer text comes back as a .txt document
 

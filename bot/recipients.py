@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bot.commands import Channel
 from bot.errors import RecipientError
+from bot.vocabulary import Channel
 
 _NUMBER = re.compile(r"\+?[0-9](?:[0-9.\-]*[0-9])?")
 MIN_DIGITS, MAX_DIGITS = 5, 15
@@ -123,6 +123,6 @@ class AddressBook:
                 group = groups[key]
                 if other is channel:
                     return [Recipient(word, group.admin, group.name)]
-                command = "/wa" if other is Channel.WHATSAPP else "/tg"
-                raise RecipientError(f"{word!r} is a {other.label} group: use {command}")
+                use = f"/{other.command}"
+                raise RecipientError(f"{word!r} is a {other.label} group: use {use}")
         raise RecipientError(f"unknown recipient {word!r}: not a number, contact or group")

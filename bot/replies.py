@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 
-from bot.audit import AuditEntry, Outcome
 from bot.errors import (
     AuthError,
     BadResponse,
@@ -24,16 +22,12 @@ from bot.errors import (
     SendRejected,
 )
 from bot.recipients import Recipient, mask
+from bot.vocabulary import AuditEntry, Outcome
 
 TELEGRAM_MESSAGE_MAX = 4096  # characters in one Telegram message
 NOT_ALLOWED = "Sorry, you are not allowed to use this bot here."
+DATABASE_AWAY = "The bot's database is unreachable; nothing was sent — try again in a minute."
 _DIGIT_RUN = re.compile(r"\d{5,}")
-
-
-class Role(Enum):
-    ADMIN = "admin"
-    USER = "user"
-    STRANGER = "stranger"
 
 
 @dataclass(frozen=True)

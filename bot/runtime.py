@@ -1,15 +1,15 @@
 """Wire the parts together once, for every front end (Telegram, exec, check, demo).
 
 One ``httpx.AsyncClient`` (one connection pool sized for fan-out), one ``Storage``
-(SQLite, or PostgreSQL for replicas), one gateway, one service. Everything that is
-opened here is closed here, in reverse order, with the audit closed last-but-one (a last
-write; an entry the database still cannot take is logged, never dropped silently).
+(SQLite, or PostgreSQL for replicas), one gateway, one service, one clock, one poller
+lease. Everything that is opened here is closed here, in reverse order, with the audit
+closed last-but-one (a last write; an entry the database still cannot take is logged,
+never dropped silently).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -18,19 +18,23 @@ from tenacity.wait import wait_base
 
 from bot.audit import AuditLog
 from bot.bridge import Bridge
-from bot.commands import Channel
+from bot.clock import Clock, SystemClock
 from bot.config import Config, url_passwords
 from bot.errors import ConfigError
 from bot.gateway import WhatsMate
+from bot.health import GatewayHealth
 from bot.logs import redact
 from bot.metrics import Metrics
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling
+from bot.replicas import Election, replica_id
+from bot.schedules import Timers
 from bot.service import Service
-from bot.storage import SqliteStorage, Storage
+from bot.storage import Storage, open_storage
 from bot.transport import AiohttpTransport
+from bot.vocabulary import Channel
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
     config: Config
     http: httpx.AsyncClient
@@ -40,6 +44,10 @@ class Runtime:
     metrics: Metrics | None
     storage: Storage
     bridge: Bridge | None
+    clock: Clock
+    timers: Timers | None  # the schedules' timer, when the bot runs for good (``run``)
+    gateway_health: GatewayHealth
+    election: Election  # this replica's poller lease (run by the lifecycle when polling)
 
 
 def http_client(
@@ -66,15 +74,22 @@ async def open_runtime(
     config: Config,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-    clock: Callable[[], float] | None = None,
+    clock: Clock | None = None,
     backoff: wait_base | None = None,
     pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
+    serving: bool = False,
 ) -> AsyncIterator[Runtime]:
+    """Everything one front end needs; ``serving`` for the long-running bot (schedules
+    run), not for one-shot front ends (exec, check, demo)."""
+    # The one clock: every part that reads the time is handed this one.
+    clock = clock if clock is not None else SystemClock()
     metrics = Metrics() if config.http.port else None
-    storage = await open_storage(config)
+    timers = Timers() if serving else None
+    gateway_health = GatewayHealth()
+    storage = await _open_storage(config)
     try:
         async with http_client(config, transport) as http:
-            audit = AuditLog(storage)
+            audit = AuditLog(storage, clock)
             wa = config.whatsmate
             gateway = WhatsMate(
                 http,
@@ -98,9 +113,12 @@ async def open_runtime(
                 audit,
                 storage=storage,
                 observe=metrics.observe_command if metrics else None,
+                clock=clock,
+                scheduler=timers,
+                gateway_health=gateway_health,
                 pdf_polling=pdf_polling,
-                **({"clock": clock} if clock else {}),
             )
+            replica = replica_id()  # this process: the poller lease's and the posts' holder
             bridge = None
             if config.inbound is not None:
                 bridge = Bridge(
@@ -109,25 +127,42 @@ async def open_runtime(
                     secret=config.inbound.secret,
                     default_chat=config.inbound.chat,
                     address_book=config.address_book,
+                    clock=clock,
                     observe=metrics.observe_inbound if metrics else None,
-                    clock=clock or time.time,
+                    holder=replica,
                 )
             try:
-                yield Runtime(config, http, audit, gateway, service, metrics, storage, bridge)
+                yield Runtime(
+                    config=config,
+                    http=http,
+                    audit=audit,
+                    gateway=gateway,
+                    service=service,
+                    metrics=metrics,
+                    storage=storage,
+                    bridge=bridge,
+                    clock=clock,
+                    timers=timers,
+                    gateway_health=gateway_health,
+                    election=Election(
+                        storage,
+                        replica,
+                        shared=config.database_url is not None,
+                        clock=clock,
+                    ),
+                )
             finally:
                 await audit.close()
     finally:
         await storage.aclose()
 
 
-async def open_storage(config: Config) -> Storage:
-    """PostgreSQL when ``database.url`` is set (replicas), else SQLite at ``audit.path``."""
-    if config.database_url is None:
-        return SqliteStorage(config.audit_path)
-    from bot.storage_pg import PostgresStorage  # asyncpg only for teams that use it
-
+async def _open_storage(config: Config) -> Storage:
+    """``open_storage``; a ``database.url`` that asyncpg refuses is a config error."""
     try:
-        return await PostgresStorage.connect(config.database_url)
+        return await open_storage(config)
     except ValueError as exc:  # asyncpg's ClientConfigurationError: a setting it refuses
+        if config.database_url is None:
+            raise
         reason = redact(str(exc), url_passwords(config.database_url))
         raise ConfigError("database.url", f"asyncpg cannot use it: {reason[:200]}") from None

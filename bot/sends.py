@@ -15,10 +15,9 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from bot import commands as c
-from bot.audit import Outcome
 from bot.errors import GatewayError, LimitExceeded, OutcomeUnknown, UsageError
 from bot.gateway import (
     WHATSAPP_QUEUE,
@@ -34,6 +33,7 @@ from bot.gateway import (
 )
 from bot.recipients import Recipient
 from bot.replies import SendLine, describe_failure
+from bot.vocabulary import Channel, Outcome
 
 _URL = re.compile(r"https?://[^\s/]+\S*")
 # Which files each media command takes (``/wa`` takes any), and what it sends them as.
@@ -126,7 +126,7 @@ def attachment_for(parsed: c.Parsed, attachment: Attachment | None) -> Attachmen
     command = parsed.command
     if not isinstance(command, c.SendMedia):
         return None
-    if command.channel is c.Channel.WHATSAPP and attachment is not None:
+    if command.channel is Channel.WHATSAPP and attachment is not None:
         return attachment
     if attachment is None or attachment.kind not in _ACCEPTS[command.kind]:
         raise parsed.spec.fail(
@@ -137,7 +137,7 @@ def attachment_for(parsed: c.Parsed, attachment: Attachment | None) -> Attachmen
 
 
 def plan_send(
-    command: c.Command,
+    command: c.SendCommand,
     recipients: Sequence[Recipient],
     gateway: WhatsMate,
     attachment: Attachment | None,
@@ -166,7 +166,7 @@ def plan_send(
     return SendPlan(title, outgoing, tuple(deliveries), attachment, cap)
 
 
-def _route(gateway: WhatsMate, channel: c.Channel, target: Target, outgoing: Outgoing) -> Route:
+def _route(gateway: WhatsMate, channel: Channel, target: Target, outgoing: Outgoing) -> Route:
     route = gateway.route(channel, target, outgoing.content)
     if route is None:
         what = "groups" if target is Target.GROUP else f"{outgoing.content.value}s"
@@ -178,49 +178,65 @@ def _route(gateway: WhatsMate, channel: c.Channel, target: Target, outgoing: Out
 
 
 def _what(
-    command: c.Command, gateway: WhatsMate, attachment: Attachment | None
-) -> tuple[c.Channel, Outgoing, str]:
+    command: c.SendCommand, gateway: WhatsMate, attachment: Attachment | None
+) -> tuple[Channel, Outgoing, str]:
     """The channel, what is sent, and the title of the reply."""
-    if isinstance(command, c.SendText):
-        channel = command.channel
-        link = (
-            _URL.fullmatch(command.message)
-            and gateway.route(channel, Target.SINGLE, Content.URL) is not None
+    match command:
+        case c.SendText():
+            return _text(command, gateway)
+        case c.SendLocation():
+            return _location(command, gateway)
+        case c.SendMedia():
+            if attachment is None:  # pragma: no cover - attachment_for() found one first
+                raise UsageError(f"Usage: /help (/{command.kind.value} needs its file)")
+            return _media(command, gateway, attachment)
+        case _:
+            assert_never(command)
+
+
+def _text(command: c.SendText, gateway: WhatsMate) -> tuple[Channel, Outgoing, str]:
+    channel = command.channel
+    link = (
+        _URL.fullmatch(command.message)
+        and gateway.route(channel, Target.SINGLE, Content.URL) is not None
+    )
+    content = Content.URL if link else Content.TEXT
+    single = gateway.route(channel, Target.SINGLE, content)
+    if channel is Channel.TELEGRAM:
+        title = "Telegram"
+    elif single is WHATSAPP_QUEUE:
+        title = "WhatsApp (queue)"
+    else:
+        instance = gateway.instance(channel)
+        title = f"WhatsApp{' link' if link else ''} (instance {instance})"
+    return channel, Outgoing(content, text=command.message), title
+
+
+def _location(command: c.SendLocation, gateway: WhatsMate) -> tuple[Channel, Outgoing, str]:
+    lat, lon = command.latitude, command.longitude
+    title = f"Location {lat:g}, {lon:g}"
+    if gateway.route(Channel.TELEGRAM, Target.SINGLE, Content.LOCATION) is not None:
+        outgoing = Outgoing(Content.LOCATION, latitude=lat, longitude=lon)
+        return Channel.TELEGRAM, outgoing, title
+    text = f"Location: {lat}, {lon}\nhttps://maps.google.com/?q={lat},{lon}"
+    title += f" (sent as text: API v{gateway.api.version} has no location endpoint)"
+    return Channel.TELEGRAM, Outgoing(Content.TEXT, text=text), title
+
+
+def _media(
+    command: c.SendMedia, gateway: WhatsMate, attachment: Attachment
+) -> tuple[Channel, Outgoing, str]:
+    if command.channel is Channel.WHATSAPP:
+        content = _CONTENT[attachment.kind]
+        label = f"WhatsApp {attachment.kind.value}"
+    else:
+        content = (
+            Content.DOCUMENT if command.kind is c.MediaKind.DOCUMENT else _CONTENT[attachment.kind]
         )
-        content = Content.URL if link else Content.TEXT
-        single = gateway.route(channel, Target.SINGLE, content)
-        if channel is c.Channel.TELEGRAM:
-            title = "Telegram"
-        elif single is WHATSAPP_QUEUE:
-            title = "WhatsApp (queue)"
-        else:
-            instance = gateway.instance(channel)
-            title = f"WhatsApp{' link' if link else ''} (instance {instance})"
-        return channel, Outgoing(content, text=command.message), title
-    if isinstance(command, c.SendLocation):
-        lat, lon = command.latitude, command.longitude
-        title = f"Location {lat:g}, {lon:g}"
-        if gateway.route(c.Channel.TELEGRAM, Target.SINGLE, Content.LOCATION) is not None:
-            outgoing = Outgoing(Content.LOCATION, latitude=lat, longitude=lon)
-            return c.Channel.TELEGRAM, outgoing, title
-        text = f"Location: {lat}, {lon}\nhttps://maps.google.com/?q={lat},{lon}"
-        title += f" (sent as text: API v{gateway.api.version} has no location endpoint)"
-        return c.Channel.TELEGRAM, Outgoing(Content.TEXT, text=text), title
-    if isinstance(command, c.SendMedia) and attachment is not None:
-        if command.channel is c.Channel.WHATSAPP:
-            content = _CONTENT[attachment.kind]
-            label = f"WhatsApp {attachment.kind.value}"
-        else:
-            content = (
-                Content.DOCUMENT
-                if command.kind is c.MediaKind.DOCUMENT
-                else _CONTENT[attachment.kind]
-            )
-            label = command.kind.value.capitalize()
-        name = _filename(gateway, attachment.filename)
-        outgoing = Outgoing(content, caption=command.caption)
-        return command.channel, outgoing, f"{label} {name}"
-    raise UsageError(f"Usage: /help (not a send: {type(command).__name__})")  # pragma: no cover
+        label = command.kind.value.capitalize()
+    name = _filename(gateway, attachment.filename)
+    outgoing = Outgoing(content, caption=command.caption)
+    return command.channel, outgoing, f"{label} {name}"
 
 
 def _filename(gateway: WhatsMate, name: str) -> str:

@@ -15,9 +15,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
+from typing import assert_never
 
 from bot import commands as c
-from bot.audit import AuditEntry, AuditLog, Outcome
+from bot.audit import AuditLog
+from bot.clock import Clock
 from bot.config import Config
 from bot.errors import (
     AttachmentError,
@@ -27,14 +30,15 @@ from bot.errors import (
     UsageError,
 )
 from bot.gateway import GatewayStatus, WhatsMate, check_translation
+from bot.health import GatewayHealth
 from bot.logs import get_logger
 from bot.pdf import DEFAULT_PDF_POLLING, PdfPolling, is_telegram_file, pdf_to_text
 from bot.recipients import Recipient, mask
 from bot.replies import (
+    DATABASE_AWAY,
     NOT_ALLOWED,
     Reply,
     Result,
-    Role,
     describe_failure,
     history_line,
     send_result,
@@ -59,8 +63,9 @@ from bot.sends import (
     run_send,
 )
 from bot.storage import Storage, StoredPrompt, Thread
+from bot.vocabulary import AuditEntry, Channel, Outcome, UserRole
 
-__all__ = ["NOT_ALLOWED", "ButtonResult", "Reply", "Request", "Role", "Service"]
+__all__ = ["NOT_ALLOWED", "ButtonResult", "Interrupted", "Reply", "Request", "Service"]
 
 CONFIRM_TTL_S = 300.0
 LANGUAGE_CACHE_S = 24 * 3600.0
@@ -124,10 +129,18 @@ class ButtonResult:
 class _Identity:
     user_id: int
     chat_id: int
-    role: Role
+    role: UserRole
 
 
 CommandObserver = Callable[[str, str, float], None]
+
+
+class Interrupted(Enum):
+    """What a command cut short by a dead (or deposed) poller may have left behind."""
+
+    NOTHING = "nothing"  # safe to run again
+    MAYBE_SENT = "maybe sent"  # a send or PDF job may have reached WhatsMate: never again
+    PROMPT = "prompt"  # it asked, or was about to ask, to confirm: never ask twice
 
 
 class Service:
@@ -140,7 +153,9 @@ class Service:
         audit: AuditLog,
         *,
         storage: Storage,
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
+        scheduler: Scheduler | None = None,
+        gateway_health: GatewayHealth,
         observe: CommandObserver | None = None,
         pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
     ) -> None:
@@ -148,24 +163,21 @@ class Service:
         self._gateway = gateway
         self._audit = audit
         self._storage = storage
-        self._scheduler: Scheduler | None = None
+        self._scheduler = scheduler  # None: schedules are not run (exec, check, demo)
         self._clock = clock
         self._observe = observe
         self._pdf_polling = pdf_polling
         self._languages: tuple[float, dict[str, str]] | None = None
         self._languages_lock = asyncio.Lock()
-        self.last_gateway_up: bool | None = None
+        self._gateway_health = gateway_health
 
-    def attach_scheduler(self, scheduler: Scheduler) -> None:
-        self._scheduler = scheduler
-
-    def role(self, user_id: int, chat_id: int, private: bool) -> Role:
+    def role(self, user_id: int, chat_id: int, private: bool) -> UserRole:
         access = self.config.access
         if user_id in access.admins:
-            return Role.ADMIN
+            return UserRole.ADMIN
         if user_id in access.users and not private and chat_id in access.chats:
-            return Role.USER
-        return Role.STRANGER
+            return UserRole.USER
+        return UserRole.STRANGER
 
     # -- entry points -------------------------------------------------------------
 
@@ -199,7 +211,7 @@ class Service:
         request = request_from_json(prompt.request, load)
         identity = self._identity(request)
         name = f"/{c.command_name(request.text) or '?'}"
-        if self._clock() - prompt.created > CONFIRM_TTL_S:
+        if self._clock.now() - prompt.created > CONFIRM_TTL_S:
             result = _closed("Expired after 5 minutes", "expired", self._recipient_names(request))
             toast = "Expired."
         elif not send:
@@ -222,34 +234,59 @@ class Service:
         self._finish(self._identity(request), name, result, time.perf_counter())
         return result.reply
 
-    def may_have_sent(self, request: Request) -> bool:
-        """Whether handling ``request`` could have reached WhatsMate with a send (or a PDF
-        job): what a replica that died mid-way must not run again. Pure: no I/O."""
-        if self._identity(request).role is Role.STRANGER:
-            return False
+    def interruption(self, request: Request) -> Interrupted:
+        """What handling ``request`` could have done before its replica stopped: reached
+        WhatsMate with a send (or a PDF job), asked to confirm one, or nothing a rerun
+        would repeat. Pure: no I/O."""
+        if self._identity(request).role is UserRole.STRANGER:
+            return Interrupted.NOTHING
         try:
             command = self._parse(request).command
             if isinstance(command, c.PdfToText):
-                return True
+                return Interrupted.MAYBE_SENT
             if not isinstance(command, c.SEND_COMMANDS):
-                return False
+                return Interrupted.NOTHING
             recipients = self._recipients(command)
         except (UsageError, RecipientError):
-            return False
-        return len(recipients) <= self.config.confirm_over  # more: it only asked to confirm
+            return Interrupted.NOTHING
+        if len(recipients) > self.config.confirm_over:
+            return Interrupted.PROMPT
+        return Interrupted.MAYBE_SENT
 
-    async def interrupted(self, request: Request, name: str | None = None) -> Reply:
-        """The answer to a send whose replica died handling it: outcome unknown, audited,
-        never sent again."""
+    async def interrupted(
+        self, request: Request, name: str | None = None, *, prompt: bool = False
+    ) -> Reply:
+        """The answer to a send whose replica stopped handling it, audited: outcome unknown,
+        never sent again — or, for one that asks to confirm, never a second prompt."""
         name = name or c.command_name(request.text) or "?"
-        text = (
-            f"/{name}: outcome unknown — the bot restarted while handling it, so it may "
-            "have been delivered. Not retried: check with the recipient before sending again."
-        )
-        reply = Reply(text, Outcome.UNKNOWN)
-        result = Result(reply, "interrupted by a restart", self._recipient_names(request))
+        if prompt:
+            text = (
+                f"/{name}: not sent — the bot restarted while asking you to confirm it. A "
+                "Send / Cancel prompt shown before still works; without one, send it again."
+            )
+            reply, detail = Reply(text, Outcome.CANCELLED), "interrupted before confirmation"
+        else:
+            text = (
+                f"/{name}: outcome unknown — the bot restarted while handling it, so it may "
+                "have been delivered. Not retried: check with the recipient before sending "
+                "again."
+            )
+            reply, detail = Reply(text, Outcome.UNKNOWN), "interrupted by a restart"
+        result = Result(reply, detail, self._recipient_names(request))
         self._finish(self._identity(request), f"/{name}", result, time.perf_counter())
         return reply
+
+    def unrecorded(self, request: Request) -> Reply:
+        """The one answer to a command that could not be journaled (the database is away):
+        it is not run, so nothing is sent."""
+        identity = self._identity(request)
+        if identity.role is UserRole.STRANGER:
+            result = Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
+        else:
+            result = Result(Reply(DATABASE_AWAY, Outcome.ERROR), "database unreachable")
+        name = f"/{c.command_name(request.text) or '?'}"
+        self._finish(identity, name, result, time.perf_counter())
+        return result.reply
 
     async def prompt_waiting(self, token: str) -> bool:
         """True while a confirmation prompt has not been answered."""
@@ -268,7 +305,7 @@ class Service:
     ) -> tuple[Recipient, ...]:
         """Who a send goes to: numbers, contacts, groups, and the channel's gateway groups."""
         channel = command.channel if isinstance(command, c.SendText | c.SendMedia) else None
-        return self.config.address_book.resolve(command.to, channel or c.Channel.TELEGRAM)
+        return self.config.address_book.resolve(command.to, channel or Channel.TELEGRAM)
 
     def _recipient_names(self, request: Request) -> tuple[str, ...]:
         """The audit's names for the recipients of a request's send (none if unreadable)."""
@@ -282,44 +319,67 @@ class Service:
 
     async def start_schedules(self) -> None:
         """Start every configured and chat-added schedule; a missed slot runs once now."""
+        if self._scheduler is not None:
+            await self._start(self._scheduler, [*self._configured(), *await self._added()])
+
+    async def sync_schedules(self) -> None:
+        """Follow the chat-added schedules other replicas added or removed."""
         if self._scheduler is None:
             return
+        stored = await self._added()
+        running = self._scheduler.names()
+        kept = {s.name for s in (*self._configured(), *stored)}
+        for name in sorted(running - kept):
+            self._scheduler.stop(name)
+            log.info("schedule_stopped", schedule=name, reason="removed")
+        await self._start(self._scheduler, [s for s in stored if s.name not in running])
+
+    async def _added(self) -> list[Schedule]:
+        return await added_schedules(self._storage)
+
+    async def _start(self, scheduler: Scheduler, schedules: list[Schedule]) -> None:
+        if not schedules:
+            return
         last_runs = await self._storage.last_runs()
-        now = time.time()
-        for schedule in (*self._configured(), *await added_schedules(self._storage)):
-            self._scheduler.start(
-                schedule, first_run_in(schedule, last_runs.get(schedule.name), now)
-            )
+        now = self._clock.now()
+        for schedule in schedules:
+            scheduler.start(schedule, first_run_in(schedule, last_runs.get(schedule.name), now))
 
     async def run_scheduled(self, schedule: Schedule) -> Reply | None:
         """Run a schedule's command as admin, once per slot across every replica.
 
-        None when another replica has this slot, or ``notify: change`` has nothing new.
+        None when another replica has this slot, the schedule was removed (on any
+        replica: it stops here too), or ``notify: change`` has nothing new.
         """
-        now = time.time()
+        if schedule.from_chat and schedule.name not in {s.name for s in await self._added()}:
+            if self._scheduler is not None:
+                self._scheduler.stop(schedule.name)
+            log.info("schedule_stopped", schedule=schedule.name, reason="removed")
+            return None
+        now = self._clock.now()
         slot = slot_of(schedule, now, await self._storage.first_run(schedule.name, now))
         if not await self._storage.claim_slot(schedule.name, slot, now):
             return None
         started = time.perf_counter()
         admin = self.config.access.first_admin or 0
-        identity = _Identity(admin, schedule.chat_id, Role.ADMIN)
+        identity = _Identity(admin, schedule.chat_id, UserRole.ADMIN)
         request = Request(admin, schedule.chat_id, False, schedule.command)
         result = await self._handle(identity, request, confirmed=True)
         name = f"{c.command_name(schedule.command) or '?'} (schedule {schedule.name})"
         self._finish(identity, f"/{name}", result, started)
         reply = result.reply
         last = (await self._storage.last_runs()).get(schedule.name)
-        await self._storage.mark_run(schedule.name, time.time(), reply.text)
+        await self._storage.mark_run(schedule.name, self._clock.now(), reply.text)
         return reply if should_post(schedule, last.reply if last else None, reply.text) else None
 
     # -- dispatch -----------------------------------------------------------------
 
     async def _handle(self, identity: _Identity, request: Request, confirmed: bool) -> Result:
-        if identity.role is Role.STRANGER:
+        if identity.role is UserRole.STRANGER:
             return Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
         try:
             parsed = self._parse(request)
-            if parsed.spec.access is c.Access.ADMIN and identity.role is not Role.ADMIN:
+            if parsed.spec.access is c.Access.ADMIN and identity.role is not UserRole.ADMIN:
                 return Result(Reply(NOT_ALLOWED, Outcome.DENIED), "admin only")
             return await self._execute(identity, parsed, request, confirmed)
         except UsageError as exc:
@@ -342,24 +402,28 @@ class Service:
         attachment = attachment_for(parsed, request.attachment)
         plan = plan_send(command, recipients, self._gateway, attachment)  # limits: before all
         if len(recipients) > self.config.confirm_over and not confirmed:
-            prompt = await self._ask_confirmation(parsed, recipients, request)
+            prompt = await self._ask_confirmation(parsed.spec.name, command, recipients, request)
             names = tuple(r.audit_name for r in recipients)
             return Result(prompt, "awaiting confirmation", names)
         return await self._send(identity, request.message_id, plan, recipients)
 
     async def _ask_confirmation(
-        self, parsed: c.Parsed, recipients: tuple[Recipient, ...], request: Request
+        self,
+        name: str,
+        command: c.SendCommand,
+        recipients: tuple[Recipient, ...],
+        request: Request,
     ) -> Reply:
         token = secrets.token_urlsafe(12)
-        stored = StoredPrompt(token, self._clock(), request.user_id, request_to_json(request))
+        stored = StoredPrompt(token, self._clock.now(), request.user_id, request_to_json(request))
         await self._storage.save_prompt(stored)
         shown = ", ".join(r.written if r.group else mask(r.number) for r in recipients[:5])
         more = f" and {len(recipients) - 5} more" if len(recipients) > 5 else ""
         lines = [
-            f"Send /{parsed.spec.name} to {len(recipients)} recipients?",
+            f"Send /{name} to {len(recipients)} recipients?",
             f"To: {shown}{more}",
         ]
-        first_line = _first_line(parsed.command)
+        first_line = _first_line(command)
         if first_line:
             lines.append(f"Message: {first_line}")
         lines.append("Only you can confirm; this expires in 5 minutes.")
@@ -380,7 +444,7 @@ class Service:
         ]
         if message_id is not None and reached:  # an answer from them lands under the command
             thread = Thread(identity.chat_id, message_id)
-            await self._storage.record_threads(reached, thread, time.time())
+            await self._storage.record_threads(reached, thread, self._clock.now())
         return send_result(plan.title, lines, tuple(r.audit_name for r in recipients))
 
     async def answer_post(self, request: Request, post_id: int) -> Reply | None:
@@ -393,8 +457,8 @@ class Service:
             return None
         started = time.perf_counter()
         identity = self._identity(request)
-        name = "wa" if post.channel == "whatsapp" else "tg"
-        if identity.role is Role.STRANGER:
+        name = post.channel.command
+        if identity.role is UserRole.STRANGER:
             result = Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
         elif post.merged:
             text = (
@@ -406,45 +470,52 @@ class Service:
             result = Result(Reply("Only a text reply goes back; nothing was sent.", Outcome.USAGE))
         else:
             to = self.config.address_book.alias_of(post.number) or post.number
-            channel = c.Channel.WHATSAPP if name == "wa" else c.Channel.TELEGRAM
-            parsed = c.Parsed(c.SPECS[name], c.SendText(channel, to, request.text))
+            parsed = c.Parsed(c.SPECS[name], c.SendText(post.channel, to, request.text))
             result = await self._execute(identity, parsed, request, confirmed=False)
         self._finish(identity, f"/{name}", result, started)
         return result.reply
 
     # -- everything that is not a send ----------------------------------------------
 
-    async def _query(self, identity: _Identity, command: c.Command) -> Result:
-        if isinstance(command, c.Status):
-            return await self._status()
-        if isinstance(command, c.Translate):
-            check_translation(command.text)
-            await self._check_language(command.source)
-            await self._check_language(command.target)
-            text = await self._gateway.translate(command.source, command.target, command.text)
-            return Result(Reply(text, Outcome.OK), f"{command.source}->{command.target}")
-        if isinstance(command, c.PdfToText):
-            if is_telegram_file(command.url, self.config.telegram):
-                text = (
-                    "Not sent: that is a Telegram file address, which carries the bot's token "
-                    "and never leaves the bot. Give the PDF's own http(s) address."
-                )
-                return Result(Reply(text, Outcome.USAGE), "telegram file url refused")
-            return await pdf_to_text(self._gateway, command.url, self._pdf_polling)
-        if isinstance(command, c.ListLanguages):
-            return await self._languages_reply(command.filter)
-        if isinstance(command, c.History):
-            return await self._history(identity, command.count)
-        if isinstance(command, c.WhoAmI):
-            text = f"You are {identity.user_id} ({identity.role.value}) in chat {identity.chat_id}."
-            return Result(Reply(text, Outcome.OK))
-        if isinstance(command, c.Help):
-            access = c.Access.ADMIN if identity.role is Role.ADMIN else c.Access.MEMBER
-            text = "Commands you may use:\n" + "\n".join(c.help_lines(access))
-            return Result(Reply(text, Outcome.OK))
-        if isinstance(command, c.SCHEDULE_COMMANDS):
-            return await self._schedule(identity, command)
-        raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+    async def _query(self, identity: _Identity, command: c.QueryCommand) -> Result:
+        match command:
+            case c.Status():
+                return await self._status()
+            case c.Translate():
+                return await self._translate(command)
+            case c.PdfToText():
+                return await self._pdf(command)
+            case c.ListLanguages():
+                return await self._languages_reply(command.filter)
+            case c.History():
+                return await self._history(identity, command.count)
+            case c.WhoAmI():
+                user, role, chat = identity.user_id, identity.role.value, identity.chat_id
+                return Result(Reply(f"You are {user} ({role}) in chat {chat}.", Outcome.OK))
+            case c.Help():
+                access = c.Access.ADMIN if identity.role is UserRole.ADMIN else c.Access.MEMBER
+                text = "Commands you may use:\n" + "\n".join(c.help_lines(access))
+                return Result(Reply(text, Outcome.OK))
+            case c.ScheduleList() | c.ScheduleAdd() | c.ScheduleRemove():
+                return await self._schedule(identity, command)
+            case _:
+                assert_never(command)
+
+    async def _translate(self, command: c.Translate) -> Result:
+        check_translation(command.text)
+        await self._check_language(command.source)
+        await self._check_language(command.target)
+        text = await self._gateway.translate(command.source, command.target, command.text)
+        return Result(Reply(text, Outcome.OK), f"{command.source}->{command.target}")
+
+    async def _pdf(self, command: c.PdfToText) -> Result:
+        if is_telegram_file(command.url, self.config.telegram):
+            text = (
+                "Not sent: that is a Telegram file address, which carries the bot's token "
+                "and never leaves the bot. Give the PDF's own http(s) address."
+            )
+            return Result(Reply(text, Outcome.USAGE), "telegram file url refused")
+        return await pdf_to_text(self._gateway, command.url, self._pdf_polling)
 
     async def _status(self) -> Result:
         instance = self.config.whatsmate.telegram_instance
@@ -454,16 +525,20 @@ class Service:
                 f"Telegram gateway (instance {instance})", self._gateway.telegram_status(instance)
             ),
         )
-        self.last_gateway_up = whatsapp[1] and telegram[1]
-        outcome = Outcome.OK if self.last_gateway_up else Outcome.ERROR
+        up = whatsapp[1] and telegram[1]
+        self._gateway_health.record(up)
+        outcome = Outcome.OK if up else Outcome.ERROR
         detail = "; ".join(line for line, _ in (whatsapp, telegram))
         return Result(Reply(f"{whatsapp[0]}\n{telegram[0]}", outcome), detail)
 
     async def _codes(self) -> dict[str, str]:
         async with self._languages_lock:
             cached = self._languages
-            if cached is None or self._clock() - cached[0] > LANGUAGE_CACHE_S:
-                self._languages = cached = (self._clock(), await self._gateway.supported_codes())
+            if cached is None or self._clock.now() - cached[0] > LANGUAGE_CACHE_S:
+                self._languages = cached = (
+                    self._clock.now(),
+                    await self._gateway.supported_codes(),
+                )
             return cached[1]
 
     async def _check_language(self, code: str) -> None:
@@ -492,7 +567,7 @@ class Service:
         return Result(reply, f"{len(rows)} codes")
 
     async def _history(self, identity: _Identity, count: int) -> Result:
-        only = None if identity.role is Role.ADMIN else identity.user_id
+        only = None if identity.role is UserRole.ADMIN else identity.user_id
         entries = await self._audit.recent(count, only)
         if not entries:
             return Result(Reply("No audit entries yet.", Outcome.OK), "0 entries")
@@ -558,11 +633,15 @@ async def _status_line(label: str, call: Awaitable[GatewayStatus]) -> tuple[str,
     return f"{label}: {status.status}", status.ok
 
 
-def _first_line(command: c.Command) -> str:
-    if isinstance(command, c.SendText):
-        return summary_line(command.message)
-    if isinstance(command, c.SendLocation):
-        return f"location {command.latitude:g}, {command.longitude:g}"
-    if isinstance(command, c.SendMedia):
-        return f"a {command.kind.value}" + (f" ({command.caption[:60]})" if command.caption else "")
-    return ""
+def _first_line(command: c.SendCommand) -> str:
+    """What a confirmation prompt shows of the message."""
+    match command:
+        case c.SendText():
+            return summary_line(command.message)
+        case c.SendLocation():
+            return f"location {command.latitude:g}, {command.longitude:g}"
+        case c.SendMedia():
+            caption = f" ({command.caption[:60]})" if command.caption else ""
+            return f"a {command.kind.value}{caption}"
+        case _:
+            assert_never(command)

@@ -3,8 +3,14 @@
 Handlers are thin adapters: they turn an ``Update`` into a ``service.Request``, hand it
 to the ``Service`` and show the ``Reply``. What python-telegram-bot already does well is
 used as it is: concurrent update processing, ``AIORateLimiter`` for flood limits (429
-``retry_after``), the JobQueue for schedules, the updater for polling or the webhook.
-State lives in the ``TelegramFrontend`` object and the service, never in ``bot_data``.
+``retry_after``), the JobQueue for the expiry of prompts, the updater for polling or the
+webhook. When it starts, polls and stops is not decided here: ``TelegramFrontend`` is
+the ``lifecycle.FrontEnd`` that the lifecycle drives, and whether this replica may poll
+is the poller lease's (``replicas.Election``); what is Telegram's of the lease's fence is
+here: no ``getUpdates`` leaves unless ``Election.may_poll`` (``_FencedRequest``), each
+term polls with a fresh ``Updater`` whose queue journals an update before the updater
+may confirm it (``admit``), and a handler answers only while its term is held. State
+lives in the ``TelegramFrontend`` object and the service, never in ``bot_data``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import json
 import mimetypes
 import re
 import secrets
-import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +42,7 @@ from telegram import (
     Voice,
 )
 from telegram.constants import MessageLimit
-from telegram.error import BadRequest, ChatMigrated, Forbidden, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -45,32 +52,37 @@ from telegram.ext import (
     ContextTypes,
     MessageHandler,
     TypeHandler,
+    Updater,
     filters,
 )
 from telegram.request import HTTPXRequest
 
 from bot import commands
 from bot.commands import MediaKind
+from bot.config import Config
 from bot.errors import (
     AttachmentError,
     ChatRefused,
     InboundRejected,
     LimitExceeded,
+    LostPollerRole,
     PostFailed,
     PostMaybeSent,
 )
 from bot.logs import get_logger
-from bot.replicas import Election, replica_id
-from bot.replies import split_text
+from bot.replicas import POLL_TIMEOUT_S
+from bot.replies import DATABASE_AWAY, split_text
 from bot.runtime import Runtime
-from bot.schedules import Schedule, cron_trigger
+from bot.schedules import Schedule
 from bot.sends import FileCap, FileRef
-from bot.service import CONFIRM_TTL_S, Reply, Request
+from bot.service import CONFIRM_TTL_S, Interrupted, Reply, Request
 from bot.transport import AiohttpTransport
 
 log = get_logger("bot.telegram")
 Context = ContextTypes.DEFAULT_TYPE
 App = Application[Any, Any, Any, Any, Any, Any]
+# The poller lease term the update this task handles was admitted under (polling only).
+_TERM: ContextVar[int | None] = ContextVar("poller_term", default=None)
 
 
 @dataclass(frozen=True)
@@ -188,49 +200,189 @@ class _PromptRef:
 class TelegramFrontend:
     """Handlers and jobs of one running bot; holds what they share explicitly."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self, runtime: Runtime, *, rate_limiter: BaseRateLimiter[Any] | None = None
+    ) -> None:
         self.service = runtime.service
         self.http = runtime.http
         self.storage = runtime.storage
+        self.clock = runtime.clock
+        self.config = runtime.config
         self.replicated = runtime.config.database_url is not None
-        self.replica = replica_id()
-        self.app: App | None = None
-        self._rerun: set[int] = set()
+        self.webhook = bool(runtime.config.telegram.webhook_url)
+        self.election = runtime.election
+        self.replica = self.election.holder  # its name in the journal and on the lease
+        self.updater: Updater | None = None  # polling: a fresh one each time we lead
+        self._inflight: dict[int, int] = {}  # update id -> term it is handled under (0: webhook)
+        self._unrecorded: set[int] = set()  # could not be journaled: answered, never run
+        self._unmarked: set[int] = set()  # handled, but "done" not stored yet
+        self.app = _application(runtime.config, rate_limiter, self.election.may_poll)
+        self._route(self.app)
+
+    def _route(self, app: App) -> None:
+        """Which handler answers which update."""
+        # A text reply to one of the bot's messages may answer a bridge post.
+        app.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE
+                & filters.REPLY
+                & filters.TEXT
+                & ~filters.Regex(r"^\s*/"),
+                self.on_reply,
+            )
+        )
+        # Commands anywhere; in a private chat every text gets an answer (a hint if not a
+        # command).
+        command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
+        private_text = filters.ChatType.PRIVATE & (filters.TEXT | filters.CAPTION)
+        app.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE & (command_text | private_text), self.on_command
+            )
+        )
+        app.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^confirm:"))
+        if self.replicated:  # every update recorded before, and marked after, handling
+            app.add_handler(TypeHandler(Update, self.journal_start), group=-1)
+            app.add_handler(TypeHandler(Update, self.journal_done), group=1)
+        app.add_error_handler(self.on_error)
 
     # -- the update journal (replicas on PostgreSQL) ------------------------------------
 
-    async def journal_start(self, update: Update, context: Context) -> None:
-        """Before any handler: record the update, or skip it if it was seen before
-        (Telegram redelivers; a load balancer may hand one update to two replicas)."""
-        if update.update_id in self._rerun:
+    async def admit(self, update: object) -> None:
+        """Every update on its way to the handlers: the updater's ``put`` (polling) or the
+        web server's (webhook). Replicated, it is journaled first — while polling, only
+        under this replica's lease — so the updater asks Telegram for more (which confirms
+        these) only once they are recorded. Seen before: dropped. Not ours: dropped, and
+        the next poller gets it from Telegram. Database away: answered in one line and
+        never run, once Telegram has forgotten it (else a later poller would run it)."""
+        if not self.replicated or not isinstance(update, Update):
+            await self.app.update_queue.put(update)
             return
+        update_id, now = update.update_id, self.clock.now()
         payload = json.dumps(update.to_dict())
-        fresh = await self.storage.record_update(
-            update.update_id, self.replica, payload, time.time()
-        )
-        if not fresh:
-            log.info("update_seen_before", update_id=update.update_id)
+        term = 0 if self.webhook else self.election.term
+        try:
+            if term == 0:
+                fresh: bool | None = await self.storage.record_update(
+                    update_id, self.replica, payload, now
+                )
+            elif term is None:
+                fresh = None
+            else:
+                fresh = await self.storage.record_polled_update(
+                    update_id, self.replica, payload, now, term
+                )
+        except Exception as exc:  # whatever the driver raises: the record is not there
+            log.warning("journal_unreachable", update_id=update_id, error=type(exc).__name__)
+            if self.webhook or await self._confirm(update_id):
+                self._unrecorded.add(update_id)
+                await self.app.update_queue.put(update)
+            return
+        if fresh is None:
+            log.warning("update_not_ours", update_id=update_id)
+            self.election.lost()
+        elif not fresh:
+            log.info("update_seen_before", update_id=update_id)
+        else:
+            assert term is not None
+            self._inflight[update_id] = term
+            await self.app.update_queue.put(update)
+
+    async def _confirm(self, update_id: int) -> bool:
+        """Make Telegram forget ``update_id`` (getUpdates with the next offset, fenced like
+        every getUpdates): True once it has."""
+        try:
+            await self.app.bot.get_updates(
+                offset=update_id + 1, timeout=0, allowed_updates=ALLOWED_UPDATES
+            )
+        except TelegramError as exc:
+            log.warning("update_not_confirmed", update_id=update_id, error=type(exc).__name__)
+            return False
+        return True
+
+    async def journal_start(self, update: Update, context: Context) -> None:
+        """Before any handler: an update that could not be journaled gets its one line;
+        one admitted under a lease this replica no longer holds is left to the poller
+        that does (its recovery answers or reruns it)."""
+        update_id = update.update_id
+        if update_id in self._unrecorded:
+            self._unrecorded.discard(update_id)
+            await self._answer_unrecorded(update, context)
             raise ApplicationHandlerStop
+        term = self._inflight.get(update_id)
+        if term is None:  # pragma: no cover - every update is admitted or recovered
+            raise ApplicationHandlerStop
+        if term:
+            _TERM.set(term)
+            if not self.election.holds(term):
+                self._let_go(update_id)
+                raise ApplicationHandlerStop
 
     async def journal_done(self, update: Update, context: Context) -> None:
         """After every handler: the update is handled (its id is kept for dedupe)."""
-        self._rerun.discard(update.update_id)
-        await self.storage.finish_update(update.update_id)
+        if self._fenced():
+            self._let_go(update.update_id)
+            return
+        self._inflight.pop(update.update_id, None)
+        self._unmarked.add(update.update_id)
+        try:
+            await self._mark_done()
+        except Exception as exc:  # answered already: stored with the next one, or on recovery
+            log.warning("journal_done_failed", update_id=update.update_id, error=type(exc).__name__)
+            return
         log.debug("update_done", update_id=update.update_id)
 
-    async def recover(self, app: App) -> None:
-        """On becoming the poller: finish what a dead poller started. A send is answered
-        ``outcome unknown`` (never sent again); anything else runs again."""
-        for entry in await self.storage.unfinished_updates(self.replica):
-            if entry.update_id in self._rerun:
-                continue  # already queued by an earlier takeover that did not finish
+    async def _mark_done(self) -> None:
+        """Store "done" for every handled update (a failure is tried again next time)."""
+        for update_id in sorted(self._unmarked):
+            await self.storage.finish_update(update_id)
+            self._unmarked.discard(update_id)
+
+    def _fenced(self) -> bool:
+        """True when this task handles an update under a lease this replica lost."""
+        term = _TERM.get()
+        return term is not None and not self.election.holds(term)
+
+    def _must_hold(self) -> None:
+        if self._fenced():
+            raise LostPollerRole("the poller lease ran out while handling an update")
+
+    def _let_go(self, update_id: int) -> None:
+        """Stop handling an update under a lost lease: unfinished, the poller reruns it."""
+        if self._inflight.get(update_id) == _TERM.get():
+            del self._inflight[update_id]
+        log.warning("update_left_to_the_poller", update_id=update_id, term=_TERM.get())
+
+    async def _answer_unrecorded(self, update: Update, context: Context) -> None:
+        """The one line for an update the journal could not take (if a handler would
+        take the update at all)."""
+        if not any(h.check_update(update) for h in self.app.handlers.get(0, [])):
+            return
+        message, query = update.message, update.callback_query
+        if message is not None:
+            reply = self.service.unrecorded(to_request(message, self.http))
+            await self.send(context.bot, message.chat_id, reply, reply_to=message.message_id)
+        elif query is not None:
+            await _quietly(query.answer(DATABASE_AWAY))
+
+    async def recover(self, term: int) -> None:
+        """On becoming the poller: finish what an earlier poller (this replica's too)
+        started and did not finish. A send is answered ``outcome unknown`` (never sent
+        again), one that asks to confirm never asks twice; anything else runs again.
+        Nothing recorded more than 24 hours ago is run (the storage leaves it out)."""
+        app = self.app
+        await self._mark_done()
+        for entry in await self.storage.unfinished_updates("", self.clock.now()):  # "": ours too
+            update_id = entry.update_id
+            if self._inflight.get(update_id) == term or update_id in self._unmarked:
+                continue  # running here under this lease, or queued by an earlier try
             update = Update.de_json(json.loads(entry.payload), app.bot)
             if await self._interrupted_send(update, app.bot):
-                await self.storage.finish_update(entry.update_id)
+                await self.storage.finish_update(update_id)
             else:
-                self._rerun.add(entry.update_id)
+                self._inflight[update_id] = term
                 await app.update_queue.put(update)
-            log.info("recovered_update", update_id=entry.update_id, owner=entry.owner)
+            log.info("recovered_update", update_id=update_id, owner=entry.owner)
 
     async def _interrupted_send(self, update: Update, bot: Bot) -> bool:
         """Answer a send the dead poller may have made; False when it is safe to rerun."""
@@ -246,10 +398,12 @@ class TelegramFrontend:
         request = to_request(message, self.http)
         replied = message.reply_to_message
         post = replied and await self.storage.find_post(message.chat_id, replied.message_id)
-        if not (self.service.may_have_sent(request) or post):
+        if post:
+            reply = await self.service.interrupted(request, post.channel.command)
+        elif (kind := self.service.interruption(request)) is Interrupted.NOTHING:
             return False
-        name = None if not post else "wa" if post.channel == "whatsapp" else "tg"
-        reply = await self.service.interrupted(request, name)
+        else:
+            reply = await self.service.interrupted(request, prompt=kind is Interrupted.PROMPT)
         await self.send(bot, message.chat_id, reply, reply_to=message.message_id)
         return True
 
@@ -304,7 +458,6 @@ class TelegramFrontend:
         (``ChatRefused``), an answer lost after the request left (``PostMaybeSent``: it
         may be in the chat), or surely not posted (``PostFailed``).
         """
-        assert self.app is not None
         parameters = (
             ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         )
@@ -330,11 +483,15 @@ class TelegramFrontend:
         result = await self.service.press(
             token, query.from_user.id, action == "send", self.load_attachment
         )
+        self._must_hold()
         await _quietly(query.answer(result.toast))
         if result.reply is not None and isinstance(query.message, Message):
             await self.replace(context.bot, query.message, result.reply)
 
     async def on_error(self, update: object, context: Context) -> None:
+        if self._fenced() and isinstance(update, Update):  # the poller answers it
+            self._let_go(update.update_id)
+            raise ApplicationHandlerStop
         error_id = secrets.token_hex(4)
         log.error("unhandled_error", error_id=error_id, exc_info=context.error)
         if isinstance(update, Update) and update.effective_chat is not None:
@@ -343,12 +500,12 @@ class TelegramFrontend:
 
     def load_attachment(self, ref: FileRef) -> TelegramAttachment:
         """A prompt's file, found again by its Telegram file id."""
-        assert self.app is not None
         return TelegramAttachment(
             ref.kind, ref.filename, ref.file_id, ref.size, self.app.bot, self.http
         )
 
     async def expire_prompt(self, context: Context) -> None:
+        _not_an_update()
         job = context.job
         if job is None or not isinstance(job.data, _PromptRef):
             return
@@ -357,19 +514,21 @@ class TelegramFrontend:
         if reply is not None:
             await _quietly(context.bot.edit_message_text(reply.text, chat_id, message_id))
 
-    async def run_schedule(self, context: Context) -> None:
-        job = context.job
-        if job is None or not isinstance(job.data, Schedule):
-            return
-        schedule = job.data
+    async def run_schedule(self, schedule: Schedule) -> None:
+        """A schedule came due: run it, and post what it says in its chat."""
+        _not_an_update()
         reply = await self.service.run_scheduled(schedule)
         if reply is not None:
-            await self.send(context.bot, schedule.chat_id, reply)
+            await self.send(self.app.bot, schedule.chat_id, reply)
 
     async def send(
         self, bot: Bot, chat_id: int, reply: Reply, reply_to: int | None = None
     ) -> list[Message]:
-        """Post ``reply`` (split if long); the last message carries any buttons."""
+        """Post ``reply`` (split if long); the last message carries any buttons.
+
+        Handling an update, only while this replica holds the lease it was admitted under.
+        """
+        self._must_hold()
         parameters = (
             ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         )
@@ -398,16 +557,71 @@ class TelegramFrontend:
 
     async def replace(self, bot: Bot, message: Message, reply: Reply) -> None:
         """Put ``reply`` on a prompt message (buttons removed); overflow goes in new messages."""
+        self._must_hold()
         first, *rest = split_text(reply.text)
         await _quietly(bot.edit_message_text(first, message.chat_id, message.message_id))
         for chunk in rest:
             await bot.send_message(message.chat_id, chunk)
 
-    async def post_init(self, app: App) -> None:
-        self.app = app
-        await _quietly(self.register_commands(app.bot))
-        self.service.attach_scheduler(JobQueueScheduler(app, self.run_schedule))
-        await self.service.start_schedules()
+    # -- what the lifecycle drives (``lifecycle.FrontEnd``) ------------------------------
+
+    async def start(self) -> None:
+        """Ready to handle updates (none is taken in yet); the command menu registered."""
+        await self.app.initialize()
+        try:
+            await self.app.start()
+        except BaseException:
+            await self.app.shutdown()
+            raise
+        await _quietly(self.register_commands(self.app.bot))
+
+    async def stop(self) -> None:
+        """Finish every update in flight, then close (polling has stopped by now)."""
+        await self.app.stop()
+        await self.app.shutdown()
+
+    async def start_polling(self, term: int) -> None:
+        """Become the poller under lease ``term``: first finish what an earlier poller
+        started (replicas), then poll with a fresh updater whose queue is ``admit``."""
+        if self.replicated:
+            await self.recover(term)
+        updater = Updater(self.app.bot, _AdmittingQueue(self.admit))
+        await updater.initialize()
+        await updater.start_polling(
+            timeout=POLL_TIMEOUT_S,
+            allowed_updates=ALLOWED_UPDATES,
+            error_callback=_polling_failed,
+        )
+        self.updater = updater
+
+    async def stop_polling(self) -> None:
+        """Stop polling (its last getUpdates confirms what was taken in)."""
+        updater, self.updater = self.updater, None
+        if updater is not None and updater.running:
+            await updater.stop()
+
+    @property
+    def polling(self) -> bool:
+        return self.updater is not None and self.updater.running
+
+    async def register_webhook(self) -> None:
+        """Webhook mode: tell Telegram where to deliver (the bot's web server)."""
+        telegram = self.config.telegram
+        await self.app.bot.set_webhook(
+            telegram.webhook_url or "",
+            secret_token=telegram.secret_token,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+
+    async def deliver(self, data: dict[str, Any]) -> None:
+        """An update the webhook received, handed to the application like a polled one;
+        ``InboundRejected`` (400) when it is not an update."""
+        try:
+            update = Update.de_json(data, self.app.bot)
+        except Exception as exc:  # PTB's parser meets untrusted JSON: any error is a 400
+            log.warning("webhook_update_unreadable", error=type(exc).__name__)
+            raise InboundRejected(400, "not a Telegram update") from None
+        await self.admit(update)
 
     async def register_commands(self, bot: Bot) -> None:
         """The menu users see, from the same table as /help."""
@@ -422,37 +636,11 @@ class TelegramFrontend:
             await _quietly(bot.set_my_commands(everything, scope=BotCommandScopeChat(admin)))
 
 
-class JobQueueScheduler:
-    """``schedules.Scheduler`` on python-telegram-bot's JobQueue."""
-
-    def __init__(self, app: App, callback: Any) -> None:
-        self._app = app
-        self._callback = callback
-
-    def start(self, schedule: Schedule, first_in_s: float) -> None:
-        queue = self._app.job_queue
-        if queue is None:  # pragma: no cover - the job-queue extra is a dependency
-            raise RuntimeError("python-telegram-bot was installed without the job-queue extra")
-        if first_in_s <= 0:  # run_repeating(first=0) never fires (APScheduler): run once now
-            queue.run_once(self._callback, 0, name=schedule.name, data=schedule)
-        if schedule.every_s:
-            queue.run_repeating(
-                self._callback,
-                interval=schedule.every_s,
-                first=first_in_s if first_in_s > 0 else schedule.every_s,
-                name=schedule.name,
-                data=schedule,
-            )
-        else:
-            trigger = cron_trigger(schedule.cron or "")
-            queue.run_custom(
-                self._callback, {"trigger": trigger}, name=schedule.name, data=schedule
-            )
-
-    def stop(self, name: str) -> None:
-        if self._app.job_queue is not None:
-            for job in self._app.job_queue.get_jobs_by_name(name):
-                job.schedule_removal()
+def _not_an_update() -> None:
+    """A job runs on every replica, never fenced. Its task may have copied the context
+    of the handler that scheduled it (APScheduler wakes up in the caller's context), so
+    the term is cleared."""
+    _TERM.set(None)
 
 
 POST_READ_TIMEOUT_S = 5.0  # python-telegram-bot's default: then the post may have arrived
@@ -490,15 +678,14 @@ async def _quietly(call: Any) -> Any:
 TELEGRAM_POOL = 256  # python-telegram-bot's default connection pool for bot methods
 
 
-def build_application(
-    runtime: Runtime, *, rate_limiter: BaseRateLimiter[Any] | None = None
-) -> tuple[App, TelegramFrontend]:
-    """The python-telegram-bot Application wired to ``service``.
+def _application(
+    config: Config, rate_limiter: BaseRateLimiter[Any] | None, may_poll: Callable[[], bool]
+) -> App:
+    """python-telegram-bot's Application, on the bot's network stack, without handlers.
 
-    In webhook mode it has no updater: the bot's own web server hands it the updates.
+    It has no updater of its own: polling, ``start_polling`` makes one for each lease
+    term; in webhook mode the bot's own web server hands it the updates.
     """
-    config = runtime.config
-    frontend = TelegramFrontend(runtime)
     limiter = rate_limiter or AIORateLimiter(
         overall_max_rate=config.telegram.messages_per_second,
         group_max_rate=config.telegram.messages_per_minute_per_group,
@@ -512,32 +699,11 @@ def build_application(
         .concurrent_updates(True)
         .rate_limiter(limiter)
         .request(_request(TELEGRAM_POOL))
-        .get_updates_request(_request(1))
+        .get_updates_request(_FencedRequest(may_poll))
+        .updater(None)
     )
-    if config.telegram.webhook_url:
-        builder = builder.updater(None)
     app: App = builder.build()
-    # A text reply to one of the bot's messages may answer a bridge post.
-    app.add_handler(
-        MessageHandler(
-            filters.UpdateType.MESSAGE & filters.REPLY & filters.TEXT & ~filters.Regex(r"^\s*/"),
-            frontend.on_reply,
-        )
-    )
-    # Commands anywhere; in a private chat every text gets an answer (a hint if not a command).
-    command_text = filters.Regex(r"^\s*/") | filters.CaptionRegex(r"^\s*/")
-    private_text = filters.ChatType.PRIVATE & (filters.TEXT | filters.CAPTION)
-    app.add_handler(
-        MessageHandler(
-            filters.UpdateType.MESSAGE & (command_text | private_text), frontend.on_command
-        )
-    )
-    app.add_handler(CallbackQueryHandler(frontend.on_button, pattern=r"^confirm:"))
-    if frontend.replicated:  # every update recorded before, and marked after, handling
-        app.add_handler(TypeHandler(Update, frontend.journal_start), group=-1)
-        app.add_handler(TypeHandler(Update, frontend.journal_done), group=1)
-    app.add_error_handler(frontend.on_error)
-    return app, frontend
+    return app
 
 
 ALLOWED_UPDATES = ["message", "callback_query"]
@@ -551,94 +717,35 @@ def _request(pool: int) -> HTTPXRequest:
     )
 
 
-async def serve(
-    app: App, frontend: TelegramFrontend, runtime: Runtime, stop: asyncio.Event
-) -> None:
-    """Run until ``stop`` is set, then finish the updates in flight and shut down.
+class _FencedRequest(HTTPXRequest):
+    """The ``getUpdates`` client: no request leaves unless ``may_poll()`` — this replica's
+    poller lease is known valid for the whole long poll (``Election.may_poll``)."""
 
-    Polling: this replica polls while it holds the poller lock (always, on SQLite) and
-    stands by otherwise. The web server (``http.port``) stops first, so no update or
-    inbound message is taken that the bot would not finish; accepted inbound messages
-    are already stored.
-    """
-    config = runtime.config
-    telegram = config.telegram
-    election = Election(runtime.storage)
-    async with app:
-        await app.start()
-        await frontend.post_init(app)
-
-        def role() -> str:
-            return "webhook" if telegram.webhook_url else election.role
-
-        async def health() -> tuple[bool, dict[str, str]]:
-            try:
-                await runtime.storage.ping()
-            except Exception:
-                return False, {"role": role(), "storage": "unreachable"}
-            polling = app.updater is not None and app.updater.running
-            taking = role() != "poller" or polling
-            return taking and runtime.service.last_gateway_up is not False, {"role": role()}
-
-        async def deliver(data: dict[str, Any]) -> None:
-            try:
-                update = Update.de_json(data, app.bot)
-            except Exception as exc:  # PTB's parser meets untrusted JSON: any error is a 400
-                log.warning("webhook_update_unreadable", error=type(exc).__name__)
-                raise InboundRejected(400, "not a Telegram update") from None
-            await app.update_queue.put(update)
-
-        server = None
-        if config.http.port:
-            from bot.web import Webhook, WebServer, make_app  # aiohttp.web only when serving
-
-            webhook = (
-                Webhook(telegram.secret_token or "", deliver) if telegram.webhook_url else None
-            )
-            server = WebServer(
-                make_app(
-                    health=health, metrics=runtime.metrics, webhook=webhook, bridge=runtime.bridge
-                ),
-                config.http.listen,
-                config.http.port,
-            )
-            await server.start()
-        poster = (
-            asyncio.create_task(runtime.bridge.run_poster(frontend.post))
-            if runtime.bridge is not None
-            else None
+    def __init__(self, may_poll: Callable[[], bool]) -> None:
+        limits = httpx.Limits(max_connections=1)
+        super().__init__(
+            connection_pool_size=1, httpx_kwargs={"transport": AiohttpTransport(limits)}
         )
-        updater = app.updater
+        self._may_poll = may_poll
 
-        async def lead() -> None:
-            assert updater is not None
-            if frontend.replicated:
-                await frontend.recover(app)
-            await updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        if not self._may_poll():
+            raise NetworkError("not sent: this replica is not (surely) the poller")
+        return await super().do_request(*args, **kwargs)
 
-        async def step_down() -> None:
-            assert updater is not None
-            await updater.stop()
 
-        electing = None
-        if telegram.webhook_url:
-            await app.bot.set_webhook(
-                telegram.webhook_url,
-                secret_token=telegram.secret_token,
-                allowed_updates=ALLOWED_UPDATES,
-            )
-        else:
-            electing = asyncio.create_task(election.run(lead, step_down, stop))
-        log.info("started", mode="webhook" if telegram.webhook_url else "polling")
-        await stop.wait()
-        log.info("stopping")
-        if server is not None:
-            await server.stop()
-        if electing is not None:
-            await electing
-        if updater is not None and updater.running:
-            await updater.stop()
-        if poster is not None:
-            poster.cancel()
-            await asyncio.gather(poster, return_exceptions=True)
-        await app.stop()
+class _AdmittingQueue(asyncio.Queue[object]):
+    """The updater's queue: ``put`` is ``TelegramFrontend.admit``. The updater puts every
+    update of a batch before it sends the next getUpdates (the one that confirms them),
+    so nothing is confirmed to Telegram before it is journaled."""
+
+    def __init__(self, admit: Callable[[object], Awaitable[None]]) -> None:
+        super().__init__()
+        self._admit = admit
+
+    async def put(self, item: object) -> None:
+        await self._admit(item)
+
+
+def _polling_failed(error: TelegramError) -> None:
+    log.warning("polling_failed", error=type(error).__name__, detail=error.message)

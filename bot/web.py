@@ -85,8 +85,8 @@ def make_app(
         inbound = bridge
 
         async def accept(request: web.Request) -> web.Response:
-            channel = request.match_info["channel"]
-            if channel not in CHANNELS or not inbound.secret_matches(request.match_info["secret"]):
+            channel = CHANNELS.get(request.match_info["channel"])
+            if channel is None or not inbound.secret_matches(request.match_info["secret"]):
                 raise web.HTTPNotFound()
             await inbound.accept(channel, await read_body(request, MAX_BODY_BYTES))
             return web.json_response({"status": "stored"})

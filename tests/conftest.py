@@ -7,6 +7,7 @@ import io
 import os
 import socket
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -21,10 +22,11 @@ from tenacity import wait_none
 from tenacity.wait import wait_base
 
 from bot.config import Config, load_config
+from bot.lifecycle import Lifecycle
 from bot.logs import configure_logging
 from bot.pdf import PdfPolling
 from bot.runtime import Runtime, open_runtime
-from bot.telegram_app import build_application, serve
+from bot.telegram_app import TelegramFrontend
 from tests.fakes import FakeTelegram, FakeWhatsMate, HttpRequest, Sent
 from tests.postgres import PostgresServer
 
@@ -69,16 +71,25 @@ FAST_PDF_POLLING = PdfPolling(every_s=0.01, give_up_s=5)
 
 
 class FakeClock:
-    """An injectable monotonic clock: tests move time instead of sleeping."""
+    """The bot's ``Clock`` for tests: real time, moved on by ``advance`` instead of sleeping.
+
+    It runs on from the real time because the JobQueue fires schedules on real timers
+    and a schedule's slot is read from this clock; ``advance`` jumps over what a test
+    must not wait for (a prompt's five minutes, a thread's 24 hours). ``monotonic`` is
+    not moved: the poller lease it times is renewed against the database's real clock.
+    """
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.offset = 0.0
 
-    def __call__(self) -> float:
-        return self.now
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     def advance(self, seconds: float) -> None:
-        self.now += seconds
+        self.offset += seconds
 
 
 def base_config(telegram: FakeTelegram, whatsmate: FakeWhatsMate, tmp_path: Path) -> dict[str, Any]:
@@ -146,13 +157,17 @@ class BotUnderTest:
         self._stack = AsyncExitStack()
         self.runtime = await self._stack.enter_async_context(
             open_runtime(
-                self.config, clock=self.clock, backoff=self.backoff, pdf_polling=self.pdf_polling
+                self.config,
+                clock=self.clock,
+                backoff=self.backoff,
+                pdf_polling=self.pdf_polling,
+                serving=True,
             )
         )
-        app, frontend = build_application(self.runtime)
+        lifecycle = Lifecycle.of_bot(self.runtime, TelegramFrontend(self.runtime))
         self._stop = asyncio.Event()
         polls = len(self.telegram.calls(wait_for))
-        self._task = asyncio.create_task(serve(app, frontend, self.runtime, self._stop))
+        self._task = asyncio.create_task(lifecycle.run(self._stop))
         await self.telegram.wait_for(
             lambda: len(self.telegram.calls(wait_for)) > polls or self._task.done()
         )

@@ -556,8 +556,17 @@ class FakeTelegram(HttpServer):
         **media: Any,
     ) -> dict[str, Any]:
         """Queue a message from ``user`` in ``chat`` (default: their private chat)."""
+        message = self._message(text, user, chat, caption, **media)
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        self._push({"message": message})
+        return message
+
+    def _message(
+        self, text: str, user: int, chat: int | None, caption: bool = False, **media: Any
+    ) -> dict[str, Any]:
         chat_id = user if chat is None else chat
-        message: dict[str, Any] = {
+        return {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
             "chat": {
@@ -570,10 +579,10 @@ class FakeTelegram(HttpServer):
             **_command_entities(text, caption),
             **media,
         }
-        if reply_to is not None:
-            message["reply_to_message"] = reply_to
-        self._push({"message": message})
-        return message
+
+    def undelivered(self, text: str, *, user: int, chat: int | None = None) -> dict[str, Any]:
+        """An update with a message, as a dead poller may have journaled it: never queued."""
+        return {"update_id": next(self._update_ids), "message": self._message(text, user, chat)}
 
     def press(self, sent: Sent, label: str, *, user: int) -> None:
         """``user`` presses the inline button ``label`` on the bot's message ``sent``."""

@@ -19,14 +19,17 @@ from tenacity import wait_fixed, wait_none
 
 from bot.audit import AuditLog
 from bot.logs import configure_logging
-from bot.storage import AuditEntry, Outcome, SqliteStorage
+from bot.storage import Storage
+from bot.storage.sqlite import SqliteDriver
+from bot.vocabulary import AuditEntry, Outcome
+from tests.conftest import FakeClock
 
 
 class FailingWrites:
-    """A real ``SqliteStorage`` whose ``add_audit`` fails while ``failures`` remain."""
+    """A real SQLite ``Storage`` whose ``add_audit`` fails while ``failures`` remain."""
 
-    def __init__(self, path: Path, failures: int) -> None:
-        self.real = SqliteStorage(path)
+    def __init__(self, real: Storage, failures: int) -> None:
+        self.real = real
         self.failures = failures
         self.written = asyncio.Event()
         self.attempted = asyncio.Event()
@@ -41,6 +44,10 @@ class FailingWrites:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
+
+    @classmethod
+    async def open(cls, path: Path, failures: int) -> FailingWrites:
+        return cls(await Storage.open(await SqliteDriver.open(path)), failures)
 
 
 def entry(n: int) -> AuditEntry:
@@ -66,8 +73,8 @@ async def stored_commands(storage: FailingWrites) -> list[str]:
 async def test_a_failed_batch_is_kept_in_order_and_written_later(
     tmp_path: Path, logs: io.StringIO
 ) -> None:
-    storage = FailingWrites(tmp_path / "audit.sqlite3", failures=2)
-    audit = AuditLog(storage, retry_wait=wait_none())
+    storage = await FailingWrites.open(tmp_path / "audit.sqlite3", failures=2)
+    audit = AuditLog(storage, FakeClock(), retry_wait=wait_none())
     audit.record(entry(1))
     audit.record(entry(2))
     await asyncio.wait_for(storage.written.wait(), 10)
@@ -80,8 +87,8 @@ async def test_a_failed_batch_is_kept_in_order_and_written_later(
 
 
 async def test_flush_raises_while_the_database_fails_and_loses_nothing(tmp_path: Path) -> None:
-    storage = FailingWrites(tmp_path / "audit.sqlite3", failures=1000)
-    audit = AuditLog(storage, retry_wait=wait_fixed(3600))
+    storage = await FailingWrites.open(tmp_path / "audit.sqlite3", failures=1000)
+    audit = AuditLog(storage, FakeClock(), retry_wait=wait_fixed(3600))
     audit.record(entry(1))
     with pytest.raises(sqlite3.OperationalError):
         await audit.flush()
@@ -98,15 +105,15 @@ async def test_flush_raises_while_the_database_fails_and_loses_nothing(tmp_path:
 async def test_shutdown_tries_again_then_logs_what_it_could_not_write(
     tmp_path: Path, logs: io.StringIO
 ) -> None:
-    storage = FailingWrites(tmp_path / "audit.sqlite3", failures=1)
-    audit = AuditLog(storage, retry_wait=wait_fixed(3600))
+    storage = await FailingWrites.open(tmp_path / "audit.sqlite3", failures=1)
+    audit = AuditLog(storage, FakeClock(), retry_wait=wait_fixed(3600))
     audit.record(entry(1))
     await asyncio.wait_for(storage.attempted.wait(), 10)  # failed: now it pauses an hour
     await audit.close()  # does not wait the hour: it tries once more, and that works
     assert await stored_commands(storage) == ["/wa1"]
 
     storage.failures = 1000
-    audit = AuditLog(storage, retry_wait=wait_fixed(3600))
+    audit = AuditLog(storage, FakeClock(), retry_wait=wait_fixed(3600))
     audit.record(entry(2))
     audit.record(entry(3))
     await audit.close()
@@ -121,8 +128,8 @@ async def test_shutdown_tries_again_then_logs_what_it_could_not_write(
 async def test_the_buffer_is_bounded_and_what_does_not_fit_is_logged(
     tmp_path: Path, logs: io.StringIO
 ) -> None:
-    storage = FailingWrites(tmp_path / "audit.sqlite3", failures=1000)
-    audit = AuditLog(storage, max_buffered=3, retry_wait=wait_fixed(3600))
+    storage = await FailingWrites.open(tmp_path / "audit.sqlite3", failures=1000)
+    audit = AuditLog(storage, FakeClock(), max_buffered=3, retry_wait=wait_fixed(3600))
     for n in range(5):
         audit.record(entry(n))
     assert [e["command"] for e in events(logs, "audit_entry_dropped")] == ["/wa3", "/wa4"]

@@ -69,6 +69,17 @@ async def test_an_answer_lands_under_the_page_that_asked(bridge: BotUnderTest) -
     assert post.reply_to == page
 
 
+async def test_an_answer_a_day_later_goes_to_the_inbound_chat(bridge: BotUnderTest) -> None:
+    """The page's thread (stored by the service) and the answer's arrival (the bridge)
+    read the one clock: moving it past 24 h ends the thread without waiting."""
+    await bridge.say("/wa alice db-1 is down", chat=TEAM, user=USER)
+    bridge.clock.advance(24 * 3600 + 1)
+    assert (await deliver(bridge, "4412345678", "sorry, only saw it now")).status_code == 200
+    (post,) = await wait_posts(bridge, ON_CALL_CHAT)
+    assert (post.text, post.reply_to) == ("alice on WhatsApp:\nsorry, only saw it now", None)
+    assert len(bridge.telegram.replies(TEAM)) == 1  # only the send's own answer
+
+
 async def test_an_answer_without_a_thread_goes_to_the_inbound_chat(bridge: BotUnderTest) -> None:
     assert (await deliver(bridge, CAROL, "who is this?", "telegram")).status_code == 200
     (post,) = await wait_posts(bridge, ON_CALL_CHAT)

@@ -219,6 +219,16 @@ async def test_langs_filter_and_cache(bot: BotUnderTest) -> None:
     assert_call(request, "GET", "/v1/translation/supported-codes")
 
 
+async def test_language_codes_are_fetched_again_after_a_day(bot: BotUnderTest) -> None:
+    await bot.reply_text("/langs fr")
+    bot.clock.advance(23 * 3600)
+    await bot.reply_text("/langs fr")
+    assert len(bot.whatsmate.calls("supported-codes")) == 1
+    bot.clock.advance(2 * 3600)
+    assert await bot.reply_text("/langs fr") == "1 language code matching 'fr':\nfr — French"
+    assert len(bot.whatsmate.calls("supported-codes")) == 2
+
+
 async def test_status_calls_both_endpoints(bot: BotUnderTest) -> None:
     bot.whatsmate.telegram_status = "down"
     text = await bot.reply_text("/status", chat=TEAM, user=USER)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.commands import Channel
 from bot.config import load_config, parse_config
 from bot.errors import ConfigError, RecipientError
 from bot.logs import configure_logging, get_logger
+from bot.vocabulary import Channel
 
 ENV = {
     "TELEGRAM_BOT_TOKEN": "111:tok",

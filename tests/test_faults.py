@@ -9,8 +9,8 @@ import socket
 import pytest
 from tenacity import RetryCallState
 
-from bot.audit import Outcome
 from bot.commands import is_for_other_bot
+from bot.vocabulary import Outcome
 from tests.conftest import ADMIN, TEAM, USER, BotUnderTest, free_port
 from tests.fakes import BOT_USERNAME, DROP, HANG, FakeWhatsMate, answer, delay
 

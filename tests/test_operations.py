@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import httpx
 
-from bot.schedules import Schedule, first_run_in, should_post
-from bot.storage import LastRun
+from bot.schedules import Schedule, Timers, first_run_in, should_post
+from bot.storage import LastRun, Storage, StoredPrompt
+from bot.storage.sqlite import SqliteDriver
 from tests.conftest import ADMIN, TEAM, USER, BotUnderTest, free_port
 from tests.fakes import BOT_ID
 
@@ -290,3 +292,66 @@ async def test_webhook_mode_checks_the_secret_token(make_bot: BotUnderTest) -> N
         f"You are {ADMIN} (admin) in chat {ADMIN}."
     ]
     assert BOT_ID  # the fake Telegram answered getMe for the webhook bot too
+
+
+async def test_timers_run_a_due_schedule_and_finish_it_when_stopped() -> None:
+    timers = Timers()
+    yearly = Schedule("y", TEAM, "/status", cron="0 0 1 1 *")
+    timers.start(yearly, first_in_s=0)  # missed its slot: runs once, as soon as they run
+    timers.start(Schedule("gone", TEAM, "/status", every_s=10), first_in_s=0)
+    timers.stop("gone")
+    began, release, fired = asyncio.Event(), asyncio.Event(), []
+
+    async def fire(schedule: Schedule) -> None:
+        began.set()
+        await release.wait()
+        fired.append(schedule)
+
+    running = asyncio.create_task(timers.run(fire))
+    await asyncio.wait_for(began.wait(), 5)
+    running.cancel()  # stopping does not cut the run in flight short
+    for _ in range(10):  # loop turns, not time: the cancel has long been delivered
+        await asyncio.sleep(0)
+    assert not running.done()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(running, return_exceptions=True), 5)
+    assert fired == [yearly]
+
+
+async def test_timers_follow_other_replicas_and_try_again_after_a_failed_sync() -> None:
+    timers, synced = Timers(), asyncio.Event()
+    timers.start(Schedule("s1", TEAM, "/status", every_s=3600), first_in_s=60)
+    calls = []
+
+    async def sync() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise ConnectionError("the database is away")
+        synced.set()
+
+    async def fire(schedule: Schedule) -> None:
+        raise AssertionError(f"{schedule.name} is not due")
+
+    timers.follow(sync, every_s=0.01)
+    assert timers.names() == {"s1"}  # following is no schedule
+    running = asyncio.create_task(timers.run(fire))
+    await asyncio.wait_for(synced.wait(), 5)  # the failed round did not stop it
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert calls[:2] == [0, 1]
+
+
+async def test_the_bot_prunes_its_state_before_it_is_up(make_bot: BotUnderTest) -> None:
+    """A prompt left by a crash two hours ago is gone once the bot polls; a fresh one stays."""
+    now = make_bot.clock.now()
+    path = make_bot.tmp_path / "audit.sqlite3"
+    storage = await Storage.open(await SqliteDriver.open(path))
+    await storage.save_prompt(StoredPrompt("fresh", now - 60, ADMIN, "{}"))
+    await storage.save_prompt(StoredPrompt("stale", now - 7200, ADMIN, "{}"))
+    await storage.aclose()
+    bot = await make_bot.start()
+    assert bot.runtime is not None
+    assert await bot.runtime.storage.peek_prompt("stale") is None
+    assert await bot.runtime.storage.peek_prompt("fresh") is not None
+    pruned = [json.loads(line) for line in bot.log_text().splitlines() if '"pruned"' in line]
+    assert [line["rows"] for line in pruned] == [1]

@@ -10,6 +10,7 @@ from bot import commands as c
 from bot.errors import RecipientError, UsageError
 from bot.recipients import AddressBook, clean_number, mask
 from bot.replies import split_text
+from bot.vocabulary import Channel
 
 BOOK = AddressBook({"alice": "4412345678"}, {"oncall": ("alice", "4411112222")})
 
@@ -77,9 +78,7 @@ def test_mask() -> None:
 
 def test_message_keeps_newlines_and_inner_spacing() -> None:
     parsed = c.parse("/wa   alice   first  line\n  second\n\nthird  ")
-    assert parsed.command == c.SendText(
-        c.Channel.WHATSAPP, "alice", "first  line\n  second\n\nthird"
-    )
+    assert parsed.command == c.SendText(Channel.WHATSAPP, "alice", "first  line\n  second\n\nthird")
 
 
 def test_translate_uses_the_replied_text_only_when_none_is_given() -> None:

@@ -12,6 +12,7 @@ import asyncio
 import re
 import signal
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,21 @@ def replica_config(url: str, name: str, telegram: FakeTelegram) -> dict[str, Any
     }
 
 
+async def start_replica(bot: BotUnderTest, config: dict[str, Any]) -> BotUnderTest:
+    """Start ``bot`` as a poller or a standby (which never polls): until it is up."""
+    started = '"event": "started"'
+    before = bot.log_text().count(started)
+    await bot.start("/setMyCommands$", **config)  # the front end is up, not yet the rest
+    await until(lambda: bot.log_text().count(started) > before)
+    return bot
+
+
+async def lease_renewed_since(url: str, since: float) -> bool:
+    """The lease on the first inbound message was renewed at ``since`` or later."""
+    rows = await inbound_rows(url)
+    return bool(rows) and rows[0]["claimed_until"] >= since + LEASE_S
+
+
 async def test_posted_is_marked_with_retries_while_the_database_restarts(
     make_bot: BotUnderTest, postgres: PostgresServer, database_url: str
 ) -> None:
@@ -204,9 +220,9 @@ async def two_replicas(
     clock, a = FakeClock(), BotUnderTest(*fakes, tmp_path / "a")
     b = BotUnderTest(*fakes, tmp_path / "b", clock=clock, logs=a.logs)
     a.clock = clock
-    for replica, name in ((a, "a"), (b, "b")):  # a polls, b stands by: it registers commands
+    for replica, name in ((a, "a"), (b, "b")):
         replica.tmp_path.mkdir()
-        await replica.start("/setMyCommands$", **replica_config(database_url, name, fakes[0]))
+        await start_replica(replica, replica_config(database_url, name, fakes[0]))
     yield a, b
     for replica in (a, b):
         await replica.stop()
@@ -235,12 +251,7 @@ async def test_two_replicas_never_post_the_same_message(
         postgres.start_again()
     for _ in range(2):  # 2 x 10 s > the 15 s lease: only renewals keep it
         clock.advance(10)
-
-        async def renewed() -> bool:
-            rows = await inbound_rows(database_url)
-            return bool(rows) and rows[0]["claimed_until"] == clock.now + LEASE_S
-
-        await until(renewed, timeout=15)
+        await until(partial(lease_renewed_since, database_url, clock.now()), timeout=15)
     assert (await deliver(other, CAROL, "second")).status_code == 200
     await telegram.wait_replies(1, ON_CALL_CHAT)
     telegram.release()
@@ -275,12 +286,12 @@ async def test_a_replica_killed_after_telegram_took_its_post_leaves_it_to_anothe
     finally:
         process.send_signal(signal.SIGKILL)
         await process.wait()
-    b = await make_bot.start("/setMyCommands$", **replica_config(database_url, "b", telegram))
+    b = await start_replica(make_bot, replica_config(database_url, "b", telegram))
     (row,) = await inbound_rows(database_url)
-    b.clock.now = row["claimed_until"] + 1  # a's lease (by the real clock) has run out
+    b.clock.advance(row["claimed_until"] + 1 - b.clock.now())  # a's lease has run out
     assert (await deliver(b, CAROL, "second")).status_code == 200
     await telegram.wait_replies(3, ON_CALL_CHAT)
-    await round_trip(b)
+    await until(all_posted(database_url))  # nothing is left to post (b is not polling yet)
     assert texts(telegram, ON_CALL_CHAT) == [
         POST,
         REPEAT_MARK + POST,

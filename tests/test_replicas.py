@@ -1,10 +1,12 @@
 """Replicas on a real PostgreSQL, as real processes: one poller and standbys, takeover
-after SIGKILL without a doubled send, webhook replicas that handle each update once,
-schedules once per slot, inbound messages posted once."""
+after SIGKILL without a doubled send, a frozen (SIGSTOP) poller that hands over and
+stands by when it resumes, a database restart in the middle of it all, webhook replicas
+that handle each update once, schedules once per slot, inbound messages posted once."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,16 +17,25 @@ import httpx
 import pytest
 import yaml
 
+from bot.config import load_config
+from bot.replies import DATABASE_AWAY
+from bot.runtime import Runtime, open_runtime
+from bot.schedules import Schedule
+from bot.service import Request
+from bot.storage import Storage
+from bot.storage.postgres import PostgresDriver
 from tests.conftest import (
     ADMIN,
     TEAM,
     USER,
+    BotUnderTest,
     base_config,
     free_port,
     merge,
     start_bot_process,
 )
 from tests.fakes import HOLD, FakeTelegram, FakeWhatsMate
+from tests.postgres import PostgresServer
 
 HOOK_SECRET = "hook-secret-123"
 INBOUND = "inbound-secret-0123456789"
@@ -60,6 +71,12 @@ class Replicas:
         await self.wait_started(name)
         return self.processes[name]
 
+    async def poller_and_standby(self) -> None:
+        """Start "a", which becomes the poller, then "b", which stands by."""
+        await self.start("a")
+        await self.telegram.wait_polling()
+        await self.start("b")
+
     async def health(self, name: str) -> dict[str, Any]:
         async with httpx.AsyncClient() as client:
             response = await client.get(f"http://127.0.0.1:{self.ports[name]}/healthz")
@@ -76,6 +93,12 @@ class Replicas:
     async def wait_started(self, name: str) -> None:
         """Until the process logs ``started`` (its web server is up by then)."""
         await self.wait_logged(name, '"event": "started"')
+
+    def signal(self, name: str, signal: signal.Signals) -> None:
+        self.processes[name].send_signal(signal)
+
+    async def roles(self) -> dict[str, str]:
+        return {name: (await self.health(name))["role"] for name in self.processes}
 
     async def kill(self, name: str) -> None:
         process = self.processes.pop(name)
@@ -123,39 +146,102 @@ async def test_two_pollers_elect_one_and_never_conflict(replicas: Replicas) -> N
     assert replicas.telegram.conflicts == 0
 
 
-async def test_the_standby_takes_over_within_15_s_of_a_kill(replicas: Replicas) -> None:
-    await replicas.start("a")
-    await replicas.telegram.wait_polling()
-    await replicas.start("b")
-    assert (await replicas.health("b"))["role"] == "standby"
-    replicas.telegram.message("/whoami", user=ADMIN)
-    handled = replicas.telegram.updates[-1]["update_id"]
-    await replicas.wait_logged("a", f'"update_id": {handled}')  # "update_done": journal
-    await replicas.kill("a")
-    replicas.telegram.message("/help", user=ADMIN)
-    await replicas.telegram.wait_replies(2, ADMIN, timeout=15)
-    assert replicas.telegram.pollers() == {"a", "b"}
-    assert (await replicas.health("b"))["role"] == "poller"
-    await replicas.stop_all()
-    texts = [r.text for r in replicas.telegram.replies(ADMIN)]
-    assert len(texts) == 2 and texts[1].startswith("Commands you may use")
-
-
-async def test_a_send_in_flight_when_the_poller_dies_is_not_sent_again(
+async def test_a_frozen_poller_hands_over_and_stands_by_when_it_resumes(
     replicas: Replicas,
 ) -> None:
     telegram, whatsmate = replicas.telegram, replicas.whatsmate
-    await replicas.start("a")
-    await telegram.wait_polling()
-    await replicas.start("b")
+    await replicas.poller_and_standby()
+    telegram.message("/whoami", user=ADMIN)
+    handled = telegram.updates[-1]["update_id"]
+    await replicas.wait_logged("a", f'"update_id": {handled}')  # "update_done": journal
+    replicas.signal("a", signal.SIGSTOP)  # its long poll is still open at Telegram
+    frozen = asyncio.get_running_loop().time()
+    page = telegram.message("/wa alice while a is frozen", user=USER, chat=TEAM)
+    telegram.message("/help", user=ADMIN)
+    await telegram.wait_for(lambda: "b" in telegram.pollers(), timeout=15)
+    took = asyncio.get_running_loop().time() - frozen
+    await telegram.wait_replies(1, TEAM, timeout=10)
+    await telegram.wait_replies(2, ADMIN, timeout=10)
+    replicas.signal("a", signal.SIGCONT)  # what it fetched before it froze is not its own
+    await replicas.wait_logged("a", '"event": "stopped_polling"')
+    telegram.message("/whoami", user=ADMIN)
+    await telegram.wait_replies(3, ADMIN)
+    assert await replicas.roles() == {"a": "standby", "b": "poller"}
+    await replicas.stop_all()
+    assert took < 15
+    (sent,) = telegram.replies(TEAM)
+    assert (sent.text.splitlines()[-1], sent.reply_to) == ("alice: queued", page["message_id"])
+    assert len(whatsmate.calls("/whatsapp/")) == 1
+    assert len(telegram.replies(ADMIN)) == 3
+    assert telegram.conflicts == 0
+    polls = [r.tag for r in telegram.calls("/getUpdates$")]
+    assert set(polls[polls.index("b") :]) == {"b"}  # once b polled, a never did again
+
+
+async def test_a_database_restart_gets_one_line_then_works_again_with_one_poller(
+    replicas: Replicas, postgres: PostgresServer
+) -> None:
+    telegram, whatsmate = replicas.telegram, replicas.whatsmate
+    await replicas.poller_and_standby()
+    await asyncio.to_thread(postgres.shut_down)
+    try:
+        page = telegram.message("/wa alice while the database is away", user=USER, chat=TEAM)
+        (reply,) = await telegram.wait_replies(1, TEAM)
+        await replicas.wait_logged("a", '"event": "stopped_polling"')  # its lease ran out
+        telegram.message("/wa bob sent while nobody polls", user=USER, chat=TEAM)
+    finally:
+        await asyncio.to_thread(postgres.start_again)
+    back = asyncio.get_running_loop().time()
+    assert (reply.text, reply.reply_to) == (DATABASE_AWAY, page["message_id"])
+    assert whatsmate.calls("/whatsapp/") == []
+    await telegram.wait_replies(2, TEAM, timeout=15)
+    assert asyncio.get_running_loop().time() - back < 15
+    assert sorted((await replicas.roles()).values()) == ["poller", "standby"]
+    # Every session the replicas had is cut: nothing depends on one.
+    connection = await asyncpg.connect(replicas.url)
+    try:
+        await connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await connection.close()
+    telegram.message("/whoami", user=ADMIN)
+    await telegram.wait_replies(1, ADMIN, timeout=15)
+    assert sorted((await replicas.roles()).values()) == ["poller", "standby"]
+    await replicas.stop_all()
+    assert [r.text.splitlines()[-1] for r in telegram.replies(TEAM)] == [
+        DATABASE_AWAY,
+        "bob: queued",
+    ]
+    assert len(whatsmate.calls("/whatsapp/")) == 1
+    assert len(telegram.replies(ADMIN)) == 1
+    assert telegram.conflicts == 0
+
+
+async def test_the_standby_takes_over_a_kill_within_15_s_and_sends_nothing_twice(
+    replicas: Replicas,
+) -> None:
+    telegram, whatsmate = replicas.telegram, replicas.whatsmate
+    await replicas.poller_and_standby()
+    assert (await replicas.health("b"))["role"] == "standby"
+    telegram.message("/whoami", user=ADMIN)
+    handled = telegram.updates[-1]["update_id"]
+    await replicas.wait_logged("a", f'"update_id": {handled}')  # "update_done": journal
     whatsmate.fail("/whatsapp/", HOLD)
     whatsmate.fail("/v1/gateway/status", HOLD)
     page = telegram.message("/wa alice db-1 is down", user=USER, chat=TEAM)
     telegram.message("/status", user=USER, chat=TEAM)
     await whatsmate.wait_for(lambda: whatsmate.in_flight >= 2)
     await replicas.kill("a")
+    killed = asyncio.get_running_loop().time()
     whatsmate.release()  # what the dead poller asked no longer gets an answer anywhere
+    telegram.message("/help", user=ADMIN)
     replies = await telegram.wait_replies(2, TEAM, timeout=15)
+    await telegram.wait_replies(2, ADMIN, timeout=15)
+    assert asyncio.get_running_loop().time() - killed < 15
+    assert telegram.pollers() == {"a", "b"}
+    assert (await replicas.health("b"))["role"] == "poller"
     await replicas.stop_all()
     by_text = {r.text.split("\n")[0]: r for r in replies}
     unknown = by_text["/wa: outcome unknown — the bot restarted while handling it, so it "
@@ -165,6 +251,8 @@ async def test_a_send_in_flight_when_the_poller_dies_is_not_sent_again(
     assert "WhatsApp gateway: up" in by_text
     assert len(whatsmate.calls("/whatsapp/")) == 1  # the one the dead poller sent
     assert len(telegram.replies(TEAM)) == 2
+    texts = [r.text for r in telegram.replies(ADMIN)]  # the handled /whoami is not rerun
+    assert len(texts) == 2 and texts[1].startswith("Commands you may use")
 
 
 async def test_webhook_replicas_handle_each_update_once(replicas: Replicas) -> None:
@@ -241,3 +329,64 @@ async def test_the_same_inbound_delivery_to_both_replicas_is_posted_once(
     assert [r.text for r in replicas.telegram.replies(TEAM)] == [
         "49•••678 on WhatsApp:\nack from the field"
     ]
+
+
+async def test_recovery_never_replays_a_day_old_entry_nor_asks_to_confirm_twice(
+    make_bot: BotUnderTest, database_url: str
+) -> None:
+    telegram, whatsmate = make_bot.telegram, make_bot.whatsmate
+    stale = telegram.undelivered("/wa alice from two days ago", user=USER, chat=TEAM)
+    broadcast = telegram.undelivered(BROADCAST, user=USER, chat=TEAM)  # asks to confirm
+    journal = await Storage.open(await PostgresDriver.connect(database_url))  # a dead poller's
+    now = make_bot.clock.now()
+    await journal.record_update(stale["update_id"], "dead", json.dumps(stale), now - 25 * 3600)
+    await journal.record_update(broadcast["update_id"], "dead", json.dumps(broadcast), now)
+    bot = await make_bot.start(database={"url": database_url})
+    (reply,) = await telegram.wait_replies(1, TEAM)
+    assert await bot.reply_text("/whoami") == "You are 1001 (admin) in chat 1001."
+    left = {e.update_id for e in await journal.unfinished_updates("", make_bot.clock.now())}
+    assert broadcast["update_id"] not in left  # answered and finished; the stale one is
+    assert stale["update_id"] not in left  # never replayed (nor returned for replay)
+    await journal.aclose()
+    assert reply.text == (
+        "/wa: not sent — the bot restarted while asking you to confirm it. A Send / Cancel "
+        "prompt shown before still works; without one, send it again."
+    )
+    assert (reply.reply_to, reply.buttons) == (broadcast["message"]["message_id"], [])
+    assert len(telegram.replies(TEAM)) == 1
+    assert whatsmate.calls("/whatsapp/") == []
+
+
+async def test_a_schedule_removed_on_one_replica_stops_on_every_replica(
+    make_bot: BotUnderTest, database_url: str
+) -> None:
+    path = make_bot.write_config(database={"url": database_url})
+    config = load_config(path, {"TEST_TG_TOKEN": make_bot.telegram.token})
+    async with (
+        open_runtime(config, serving=True) as a,
+        open_runtime(config, serving=True) as b,
+    ):
+
+        def names(runtime: Runtime) -> set[str]:  # armed on its timers (never run here)
+            assert runtime.timers is not None
+            return runtime.timers.names()
+
+        async def say(runtime: Runtime, text: str) -> str:
+            return (await runtime.service.handle(Request(ADMIN, TEAM, False, text))).text
+
+        assert (await say(a, "/schedule add 10s /status")).startswith("Added schedule s1:")
+        assert names(b) == set()
+        await b.service.sync_schedules()  # added on a: b runs it too (one run per slot)
+        assert names(b) == {"s1"}
+        assert await say(a, "/schedule remove s1") == "Removed schedule s1."
+        s1 = Schedule("s1", TEAM, "/status", every_s=10, notify="change", from_chat=True)
+        assert await b.service.run_scheduled(s1) is None  # its next slot, on b
+        assert names(b) == set()
+        assert make_bot.whatsmate.calls("/v1/gateway/status") == []
+        assert (await say(b, "/schedule add 10s /status")).startswith("Added schedule s2:")
+        assert (await say(a, "/schedule add 1h /status")).startswith("Added schedule s3:")
+        await b.service.sync_schedules()
+        assert names(b) == {"s2", "s3"}
+        assert await say(b, "/schedule remove s3") == "Removed schedule s3."
+        await a.service.sync_schedules()
+        assert names(a) == {"s2"}

@@ -12,17 +12,16 @@ import pytest
 
 from bot.storage import (
     Arrival,
-    AuditEntry,
-    Outcome,
     PostProgress,
-    SqliteStorage,
     Storage,
     StoredPrompt,
     StoredSchedule,
     Taken,
     Thread,
 )
-from bot.storage_pg import PostgresStorage
+from bot.storage.postgres import PostgresDriver
+from bot.storage.sqlite import SqliteDriver
+from bot.vocabulary import AuditEntry, Channel, Outcome
 from tests.conftest import fresh_database
 
 NOW = 1_800_000_000.0
@@ -31,26 +30,30 @@ NOW = 1_800_000_000.0
 @pytest.fixture(params=["sqlite", "postgres"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     if request.param == "sqlite":
-        opened: Storage = SqliteStorage(tmp_path / "state.sqlite3")
+        opened = await Storage.open(await SqliteDriver.open(tmp_path / "state.sqlite3"))
     else:
         url = await fresh_database(request.getfixturevalue("postgres"))
-        opened = await PostgresStorage.connect(url)
+        opened = await Storage.open(await PostgresDriver.connect(url))
     yield opened
     await opened.aclose()
 
 
 @pytest.fixture
-async def two_replicas(database_url: str) -> AsyncIterator[tuple[PostgresStorage, PostgresStorage]]:
+async def two_replicas(database_url: str) -> AsyncIterator[tuple[Storage, Storage]]:
     first, second = await asyncio.gather(
-        PostgresStorage.connect(database_url), PostgresStorage.connect(database_url)
+        replica(database_url), replica(database_url)
     )  # both create the schema at once
     yield first, second
     await first.aclose()
     await second.aclose()
 
 
+async def replica(url: str) -> Storage:
+    return await Storage.open(await PostgresDriver.connect(url))
+
+
 async def accept(storage: Storage, body: str, digest: str, now: float = NOW) -> int | None:
-    arrival = Arrival("whatsapp", "4412345678", body, digest, now, now - 120, now - 86400, -1)
+    arrival = Arrival(Channel.WHATSAPP, "4412345678", body, digest, now, now - 120, now - 86400, -1)
     return await storage.accept_inbound(arrival)
 
 
@@ -175,14 +178,47 @@ async def test_update_journal(storage: Storage) -> None:
     assert not await storage.record_update(1, "b", '{"update_id": 1}', NOW)
     assert await storage.record_update(2, "a", '{"update_id": 2}', NOW)
     await storage.finish_update(1)
-    assert [(e.update_id, e.owner) for e in await storage.unfinished_updates("b")] == [(2, "a")]
-    assert await storage.unfinished_updates("a") == []
+    unfinished = await storage.unfinished_updates("b", NOW)
+    assert [(e.update_id, e.owner, e.received) for e in unfinished] == [(2, "a", NOW)]
+    assert await storage.unfinished_updates("a", NOW) == []
     assert await storage.record_update(1, "c", "{}", NOW + 49 * 3600)  # ids kept 48 h
     await storage.ping()
 
 
+DAY = 24 * 3600.0
+
+
+async def test_a_journal_entry_older_than_a_day_is_never_replayed(storage: Storage) -> None:
+    assert await storage.record_update(1, "a", "{}", NOW)
+    assert await storage.record_update(2, "a", "{}", NOW + 3600)
+    assert [e.update_id for e in await storage.unfinished_updates("b", NOW + DAY + 1)] == [2]
+    assert await storage.unfinished_updates("b", NOW + 3 * DAY) == []
+
+
+async def test_prune_drops_what_has_served_its_time(storage: Storage) -> None:
+    assert await storage.record_update(1, "a", "{}", NOW)
+    await storage.finish_update(1)
+    await storage.record_threads(["4412345678"], Thread(-100, 55), NOW)
+    assert await accept(storage, "to post", "d1") == -100
+    (posted,) = (await storage.claim_inbound(-100, NOW, 15, "a")).messages
+    await storage.mark_posted([posted.id], 901, NOW)
+    assert await accept(storage, "still waiting", "d2") == -100
+    await storage.save_prompt(StoredPrompt("tok", NOW, 7, "{}"))
+    assert await storage.claim_slot("s1", "#1", NOW)
+    assert await storage.prune(NOW + 60) == 0
+    assert await storage.prune(NOW + DAY + 60) == 2  # the thread (24 h), the prompt (1 h)
+    assert await storage.peek_prompt("tok") is None
+    assert await storage.find_post(-100, 901) is not None  # a reply to it goes back a week
+    assert not await storage.record_update(1, "b", "{}", NOW + DAY + 60)  # ids kept 48 h
+    assert await storage.prune(NOW + 8 * DAY) == 3  # the update id, the post, the slot
+    assert await storage.find_post(-100, 901) is None
+    assert await storage.claim_slot("s1", "#1", NOW + 8 * DAY)
+    waiting = await storage.claim_inbound(-100, NOW + 8 * DAY, 15, "a")
+    assert [m.body for m in waiting.messages] == ["still waiting"]  # never posted: kept
+
+
 async def test_one_claim_wins_across_replicas(
-    two_replicas: tuple[PostgresStorage, PostgresStorage],
+    two_replicas: tuple[Storage, Storage],
 ) -> None:
     first, second = two_replicas
     await first.save_prompt(StoredPrompt("tok", NOW, 7, "{}"))
@@ -202,12 +238,37 @@ async def test_one_claim_wins_across_replicas(
     assert len(ids) == len(set(ids)) == 2  # every message taken, none by both
 
 
-async def test_one_poller_and_a_standby_that_takes_over(
-    two_replicas: tuple[PostgresStorage, PostgresStorage],
+async def test_the_poller_lease_one_holder_a_term_per_holder_and_a_fence(
+    two_replicas: tuple[Storage, Storage],
 ) -> None:
     first, second = two_replicas
-    assert await first.try_poller()
-    assert not await second.try_poller()
-    assert await first.try_poller()  # still held
-    await first.aclose()  # the poller goes away: its session, and the lock, with it
-    assert await second.try_poller()
+    assert await first.claim_poller("a", 60) == 1
+    assert await second.claim_poller("b", 60) is None
+    assert await first.claim_poller("a", 60) == 1  # renewed: the same term
+    assert await first.record_polled_update(1, "a", "{}", NOW, 1) is True
+    assert await second.record_polled_update(2, "b", "{}", NOW, 1) is None  # not its lease
+    await first.release_poller("a")  # a clean shutdown: taken at once
+    assert await second.claim_poller("b", 0) == 2  # a lease of 0 s has lapsed already
+    assert await first.record_polled_update(3, "a", "{}", NOW, 1) is None  # fenced off
+    claims = await asyncio.gather(first.claim_poller("a", 60), second.claim_poller("c", 60))
+    assert sorted(claims, key=str) == [3, None]  # of two standbys, one takes it
+    assert [e.update_id for e in await first.unfinished_updates("", NOW)] == [1]
+
+
+async def test_the_lease_on_sqlite_is_always_this_process(tmp_path: Path) -> None:
+    storage = await Storage.open(await SqliteDriver.open(tmp_path / "state.sqlite3"))
+    assert await storage.claim_poller("a", 0) == await storage.claim_poller("b", 0) == 1
+    assert await storage.record_polled_update(1, "b", "{}", NOW, 1) is True
+    await storage.release_poller("a")
+    await storage.aclose()
+
+
+async def test_schedule_numbers_are_never_given_twice(storage: Storage) -> None:
+    assert [await storage.next_schedule_number() for _ in range(3)] == [1, 2, 3]
+
+
+async def test_schedule_numbers_across_replicas(two_replicas: tuple[Storage, Storage]) -> None:
+    numbers = await asyncio.gather(
+        *(r.next_schedule_number() for r in two_replicas for _ in range(5))
+    )
+    assert sorted(numbers) == list(range(1, 11))

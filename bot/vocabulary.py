@@ -1,0 +1,76 @@
+"""The words every layer of the bot uses, defined once, below all of them.
+
+A channel, how a command ended, a replica's role, a user's standing, the audit record:
+the parser, the replies, the sends, the bridge, the CLI and the storage all speak of
+these, so they live here and import nothing of the bot's — the storage imports this
+module, never the other way round, and no layer spells a channel or a role as a string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Channel(Enum):
+    """Where a message goes or comes from. The value is the spelling of the inbound URL
+    (``/inbound/whatsapp/…``), of WhatsMate's paths and of the storage."""
+
+    WHATSAPP = "whatsapp"
+    TELEGRAM = "telegram"
+
+    @property
+    def command(self) -> str:
+        """The name of the command that sends on it: ``wa``, ``tg``."""
+        return _SPELLINGS[self][0]
+
+    @property
+    def label(self) -> str:
+        """How a person names it: ``WhatsApp``, ``Telegram``."""
+        return _SPELLINGS[self][1]
+
+
+_SPELLINGS = {Channel.WHATSAPP: ("wa", "WhatsApp"), Channel.TELEGRAM: ("tg", "Telegram")}
+
+
+class Outcome(Enum):
+    """How a command, or one recipient of a send, ended."""
+
+    OK = "ok"
+    ERROR = "error"
+    DENIED = "denied"
+    UNKNOWN = "unknown"
+    DRY_RUN = "dry-run"
+    USAGE = "usage"
+    CANCELLED = "cancelled"
+    PENDING = "pending"
+
+
+class Role(Enum):
+    """What a replica does with Telegram's updates (``/healthz`` shows it)."""
+
+    POLLER = "poller"  # elected: the one that calls getUpdates
+    STANDBY = "standby"  # waits to take over from the poller
+    WEBHOOK = "webhook"  # Telegram pushes updates to every replica
+
+
+class UserRole(Enum):
+    """Who is asking, as the access lists make them."""
+
+    ADMIN = "admin"
+    USER = "user"
+    STRANGER = "stranger"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the audit trail: who, where, what, to whom, how it ended (no body)."""
+
+    chat_id: int
+    user_id: int
+    command: str
+    recipients: tuple[str, ...]
+    outcome: Outcome
+    detail: str
+    at: float = 0.0
+    job_ids: tuple[str, ...] = ()  # WhatsMate's ids of the jobs a v3 send or /pdf created
