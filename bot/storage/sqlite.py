@@ -73,6 +73,15 @@ def _atomic(work: Work[T]) -> Work[T]:
     return run
 
 
+def _closed(cursor: sqlite3.Cursor) -> sqlite3.Cursor:
+    """``cursor``, closed: a cursor left to the garbage collector keeps its statement,
+    and with it the file, open after ``close()`` (sqlite3_close_v2 only marks the
+    connection a zombie) — the WAL, which still holds dropped message bodies, would
+    outlive the process's own shutdown. ``rowcount`` stays readable."""
+    cursor.close()
+    return cursor
+
+
 class _Statements:
     """Statements run on the worker thread, in order: the driver's one at a time under
     the lock, a transaction's (whose caller holds the lock) after its ``BEGIN``."""
@@ -99,18 +108,22 @@ class _Statements:
             return await self._run(_atomic(work) if atomic else work, whole=atomic)
 
     async def execute(self, sql: str, *args: object) -> int:
-        return await self._statement(lambda c: c.execute(sql, args).rowcount)
+        return await self._statement(lambda c: _closed(c.execute(sql, args)).rowcount)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         # All or none, and one fsync; on its own, BEGIN, rows and COMMIT in one hop.
-        # The cursor is closed on the worker: one left to the garbage collector (a future's
-        # result, in a reference cycle) would keep the connection open past ``aclose`` —
-        # and the WAL file, with whatever it held, on disk.
-        await self._statement(lambda c: c.executemany(sql, rows).close(), atomic=True)
+        await self._statement(lambda c: _closed(c.executemany(sql, rows)), atomic=True)
 
     async def fetch(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         # fetchall, always: a statement read halfway would keep its transaction open.
-        return await self._statement(lambda c: c.execute(sql, args).fetchall())
+        def rows(connection: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            cursor = connection.execute(sql, args)
+            try:
+                return cursor.fetchall()
+            finally:
+                cursor.close()
+
+        return await self._statement(rows)
 
     async def fetchone(self, sql: str, *args: object) -> tuple[Any, ...] | None:
         rows = await self.fetch(sql, *args)
