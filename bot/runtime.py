@@ -146,6 +146,7 @@ async def open_runtime(
                 pdf_polling=pdf_polling,
                 pager=pager,
             )
+            replica = replica_id()  # this process: the poller lease's and the posts' holder
             bridge = None
             if config.inbound is not None:
                 bridge = Bridge(
@@ -156,6 +157,7 @@ async def open_runtime(
                     address_book=config.address_book,
                     clock=clock,
                     observe=metrics.observe_inbound if metrics else None,
+                    holder=replica,
                     acknowledge=pager.inbound_ack if pager else None,
                 )
             try:

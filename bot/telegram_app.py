@@ -43,7 +43,7 @@ from telegram import (
     Voice,
 )
 from telegram.constants import MessageLimit
-from telegram.error import NetworkError, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -62,7 +62,15 @@ from bot import commands
 from bot.bridge import Button
 from bot.commands import MediaKind
 from bot.config import Config
-from bot.errors import AttachmentError, InboundRejected, LimitExceeded, LostPollerRole, PostFailed
+from bot.errors import (
+    AttachmentError,
+    ChatRefused,
+    InboundRejected,
+    LimitExceeded,
+    LostPollerRole,
+    PostFailed,
+    PostMaybeSent,
+)
 from bot.logs import get_logger
 from bot.replicas import POLL_TIMEOUT_S
 from bot.replies import DATABASE_AWAY, split_text
@@ -71,7 +79,6 @@ from bot.schedules import Schedule
 from bot.sends import FileCap, FileRef
 from bot.service import CONFIRM_TTL_S, Interrupted, Reply, Request
 from bot.transport import AiohttpTransport
-from bot.vocabulary import Outcome
 
 log = get_logger("bot.telegram")
 Context = ContextTypes.DEFAULT_TYPE
@@ -456,14 +463,33 @@ class TelegramFrontend:
     async def post(
         self, chat_id: int, text: str, reply_to: int | None, buttons: Sequence[Button] = ()
     ) -> int:
-        """The bridge's and paging's way into the chat: the id of the (first) message."""
+        """The bridge's and paging's way into the chat: one message (they split), its id,
+        with ``buttons`` under it.
+
+        What a failure means decides what the bridge does next: a chat refused for good
+        (``ChatRefused``), an answer lost after the request left (``PostMaybeSent``: it
+        may be in the chat), or surely not posted (``PostFailed``).
+        """
+        parameters = (
+            ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        )
         try:
-            sent = await self.send(
-                self.app.bot, chat_id, Reply(text, Outcome.OK), reply_to, buttons
+            message = await self.app.bot.send_message(
+                chat_id,
+                text,
+                reply_parameters=parameters,
+                reply_markup=_markup(buttons),
+                read_timeout=POST_READ_TIMEOUT_S,
             )
+        except ChatMigrated as exc:
+            moved = int(exc.new_chat_id)
+            raise ChatRefused(f"the group became supergroup {moved}", moved_to=moved) from None
+        except (Forbidden, BadRequest) as exc:  # BadRequest is a NetworkError: before it
+            raise ChatRefused(f"Telegram refuses the chat ({exc.message})") from None
         except TelegramError as exc:
-            raise PostFailed(f"Telegram refused the post ({exc.message})") from None
-        return sent[0].id
+            failure = PostMaybeSent if _may_have_arrived(exc) else PostFailed
+            raise failure(f"Telegram did not answer the post ({exc.message})") from None
+        return int(message.message_id)
 
     async def on_button(self, update: Update, context: Context) -> None:
         query = update.callback_query
@@ -656,6 +682,29 @@ def _not_an_update() -> None:
     of the handler that scheduled it (APScheduler wakes up in the caller's context), so
     the term is cleared."""
     _TERM.set(None)
+
+
+POST_READ_TIMEOUT_S = 5.0  # python-telegram-bot's default: then the post may have arrived
+# Faults (as our transport maps them, see bot.transport) that leave a request unsent.
+_NEVER_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+)
+
+
+def _may_have_arrived(exc: TelegramError) -> bool:
+    """Whether a failed call may still have reached Telegram.
+
+    python-telegram-bot raises ``NetworkError``/``TimedOut`` *from* the httpx exception
+    when no answer came, and with no such cause when Telegram answered an error status
+    (it did not post). Only a fault before the request left is sure not to have arrived.
+    """
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, TelegramError):
+        return False  # Telegram answered (an error status, or a body it could not parse)
+    return not isinstance(cause, _NEVER_SENT)
 
 
 async def _quietly(call: Any) -> Any:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.alertmanager import webhook_alert, webhook_body
 from tests.conftest import ADMIN, STRANGER, TEAM, USER, BotUnderTest, free_port
-from tests.fakes import HANG, Sent
+from tests.fakes import HANG, TAKEN_THEN_DROP, Sent, migrated
 
 SECRET = "alerts-secret-0123456789"
 INBOUND = "inbound-secret-0123456789"
@@ -495,3 +495,22 @@ async def test_ack_names_its_incident_and_plain_ack_takes_the_latest(pager: BotU
             "ack — #2 was already acknowledged" in p.text for p in pager.telegram.replies(TEAM)
         )
     )
+
+
+async def test_an_incident_post_whose_answer_was_lost_is_never_silently_doubled(
+    pager: BotUnderTest,
+) -> None:
+    pager.telegram.fail("/sendMessage$", TAKEN_THEN_DROP)
+    await notify(pager, firing("db-1"))
+    await pager.telegram.wait_for(lambda: len(pager.telegram.replies(TEAM)) >= 2, 20)
+    first, again = pager.telegram.replies(TEAM)[:2]
+    assert first.text == OPENING
+    assert again.text == f"(may be a repeat)\n{OPENING}"
+    assert again.buttons == [("Acknowledge", "incident:1:ack")]
+
+
+async def test_a_chat_that_moved_gets_the_incident(pager: BotUnderTest) -> None:
+    pager.telegram.refuse(TEAM, migrated(-100999))
+    await notify(pager, firing("db-1"))
+    (post,) = await pager.telegram.wait_replies(1, -100999, timeout=20)
+    assert post.text == OPENING

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from bot.bridge import Button, Post
+from bot.bridge import PART_MAX, REPEAT_MARK, Button, Post
 from bot.clock import Clock
-from bot.errors import PostFailed
+from bot.errors import ChatRefused, PostFailed, PostMaybeSent
 from bot.logs import get_logger
+from bot.replies import split_text
 from bot.storage.paging import PagingStore, PostRow
 
 LEASE_S = 60.0  # a replica that takes posts holds them this long
@@ -132,12 +133,45 @@ class IncidentPoster:
             if not await self._store.claim_posts(taken, self._clock.now(), LEASE_S):
                 continue  # another replica took some of them: look again
             try:
-                post_id = await post(
-                    planned.chat_id, planned.text, planned.reply_to, planned.buttons
-                )
+                post_id = await self._post(post, planned)
+            except ChatRefused as refused:
+                await self._refused(planned, refused)
+                continue
+            except PostMaybeSent:
+                await self._store.maybe_posted(taken)
+                log.warning("incident_post_may_have_arrived", chat=planned.chat_id)
+                raise
             except PostFailed:
                 await self._store.release_posts(taken)
                 log.warning("incident_post_failed", chat=planned.chat_id, rows=len(taken))
                 raise
-            self._posted[planned.chat_id].append(time.monotonic())
             await self._store.mark_posted(planned.rows, post_id, self._clock.now())
+
+    async def _post(self, post: Post, planned: Planned) -> int:
+        """One post, in parts of at most a message each (the buttons under the last);
+        the first part's id. A post that may be in the chat already says so."""
+        again = any(row.maybe_sent for row in planned.rows)
+        parts = split_text(planned.text, PART_MAX)
+        first: int | None = None
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            message_id = await post(
+                planned.chat_id,
+                REPEAT_MARK + part if again else part,
+                planned.reply_to if index == 0 else None,
+                planned.buttons if last else (),
+            )
+            self._posted[planned.chat_id].append(time.monotonic())
+            first = message_id if first is None else first
+        assert first is not None
+        return first
+
+    async def _refused(self, planned: Planned, refused: ChatRefused) -> None:
+        """Telegram refuses the incident chat for good: what waits for it goes to the chat
+        it moved to, or is given up (logged) — never retried there forever."""
+        if refused.moved_to is not None:
+            log.warning("incident_chat_moved", chat=planned.chat_id, to_chat=refused.moved_to)
+            await self._store.move_posts(planned.chat_id, refused.moved_to)
+            return
+        log.error("incident_chat_refused", chat=planned.chat_id, reason=str(refused))
+        await self._store.mark_posted(planned.rows, None, self._clock.now())

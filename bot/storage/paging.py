@@ -72,6 +72,7 @@ class PostRow:
     line: str  # the same, as one line of a merged post
     silence: bool  # an opening post with a Silence 1h button
     incident_post: int | None  # the incident post, once posted: where replies go
+    maybe_sent: bool = False  # an earlier try's answer was lost: it may be in the chat
 
 
 Opener = Callable[[Incident | None, int], Decision | None]
@@ -394,7 +395,8 @@ class PagingStore:
         """The posts waiting (and not taken by a live replica), oldest first."""
         rows = await self._db.fetch(
             "SELECT p.id, p.incident, p.chat_id, p.opening, p.body, p.line, p.silence,"
-            " i.post_id FROM incident_posts p JOIN incidents i ON i.number = p.incident"
+            " i.post_id, p.maybe_sent FROM incident_posts p"
+            " JOIN incidents i ON i.number = p.incident"
             " WHERE p.posted IS NULL AND (p.claimed_until IS NULL OR p.claimed_until < ?)"
             " ORDER BY p.id LIMIT 1000",
             now,
@@ -402,7 +404,7 @@ class PagingStore:
         return [
             PostRow(
                 int(r[0]), int(r[1]), int(r[2]), bool(r[3]), r[4], r[5], bool(r[6]),
-                None if r[7] is None else int(r[7]),
+                None if r[7] is None else int(r[7]), bool(r[8]),
             )
             for r in rows
         ]  # fmt: skip
@@ -434,13 +436,37 @@ class PagingStore:
                 "UPDATE incident_posts SET claimed_until = NULL WHERE posted IS NULL"
             )
 
+    async def maybe_posted(self, ids: Sequence[int]) -> None:
+        """Telegram's answer to these posts was lost: given back, to go again marked as a
+        possible repeat (never silently doubled)."""
+        await self._db.executemany(
+            "UPDATE incident_posts SET claimed_until = NULL, maybe_sent = TRUE WHERE id = ?",
+            [(i,) for i in ids],
+        )
+
+    async def move_posts(self, chat_id: int, to_chat: int) -> None:
+        """The chat moved (a group became a supergroup): what waits for it goes there."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE incident_posts SET chat_id = ?, claimed_until = NULL"
+                " WHERE chat_id = ? AND posted IS NULL",
+                to_chat,
+                chat_id,
+            )
+            await tx.execute(
+                "UPDATE incidents SET chat_id = ? WHERE chat_id = ? AND post_id IS NULL",
+                to_chat,
+                chat_id,
+            )
+
     async def release_posts(self, ids: Sequence[int]) -> None:
         await self._db.executemany(
             "UPDATE incident_posts SET claimed_until = NULL WHERE id = ?", [(i,) for i in ids]
         )
 
-    async def mark_posted(self, rows: Sequence[PostRow], post_id: int, now: float) -> None:
-        """Posted as message ``post_id``: an opening post becomes its incident's post."""
+    async def mark_posted(self, rows: Sequence[PostRow], post_id: int | None, now: float) -> None:
+        """Posted as message ``post_id`` (None: given up, the chat refuses the bot): an
+        opening post becomes its incident's post."""
         async with self._db.transaction() as tx:
             await tx.executemany(
                 "UPDATE incident_posts SET posted = ?, post_id = ?, claimed_until = NULL"

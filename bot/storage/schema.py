@@ -113,7 +113,16 @@ MIGRATIONS: list[str] = [
         value BIGINT NOT NULL
     )
     """,
-    # 4: incident paging (bot/storage/paging.py): incidents, the sends they owe (claimed
+    # 4: who holds the lease on an inbound message, and how far its post got (the parts
+    # done, the first part's id in post_id, whether the part in flight may be in the chat;
+    # batch: the messages of a post that started stay one post).
+    """
+    ALTER TABLE inbound ADD COLUMN holder TEXT;
+    ALTER TABLE inbound ADD COLUMN batch BIGINT;
+    ALTER TABLE inbound ADD COLUMN parts_done INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE inbound ADD COLUMN maybe_sent BOOLEAN NOT NULL DEFAULT FALSE
+    """,
+    # 5: incident paging (bot/storage/paging.py): incidents, the sends they owe (claimed
     # before they are made), the posts they owe the chat.
     """
     CREATE TABLE incidents (
@@ -156,7 +165,8 @@ MIGRATIONS: list[str] = [
         silence BOOLEAN NOT NULL,
         posted DOUBLE PRECISION,
         post_id BIGINT,
-        claimed_until DOUBLE PRECISION
+        claimed_until DOUBLE PRECISION,
+        maybe_sent BOOLEAN NOT NULL DEFAULT FALSE
     );
     CREATE INDEX incident_posts_waiting ON incident_posts (id) WHERE posted IS NULL
     """,
