@@ -5,7 +5,8 @@ subject bot as a child process, measures one scenario, prints one JSON line.
 Subjects: ``bot`` (ours), ``baseline`` (textbook PTB bot), ``concurrent`` (the same
 with ``concurrent_updates(True)``). Scenarios: ``burst0`` and ``burst200`` (200 /wa at
 once, gateway latency 0 or 0.2 s), ``broadcast`` (one /wa to 200 numbers at 0.1 s),
-``doc`` (forward a 15 MB document).
+``doc`` (forward a 15 MB document); ``intake`` (500 Alertmanager notifications at
+once, ``benchmarks.intake``: subjects ``bot`` and ``floor``).
 """
 
 from __future__ import annotations
@@ -186,4 +187,9 @@ async def measure(subject: str, scenario: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(measure(sys.argv[1], sys.argv[2]))))
+    if sys.argv[2] == "intake":
+        from benchmarks.intake import measure as measure_intake
+
+        print(json.dumps(asyncio.run(measure_intake(sys.argv[1]))))
+    else:
+        print(json.dumps(asyncio.run(measure(sys.argv[1], sys.argv[2]))))

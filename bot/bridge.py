@@ -11,6 +11,19 @@ Telegram lets a bot post about 20 messages a minute in a group, so one worker pe
 posts what waits for it: a single message as a post of its own (answerable by reply),
 several as one merged post, one line each — never dropped, never queued for minutes.
 Nothing here knows Telegram or HTTP: the web server and the Telegram front end plug in.
+
+A post is never lost and never silently doubled, on a network that loses answers:
+
+* messages are taken under a lease held by one replica (``holder``), renewed while
+  Telegram is slow; a renewal that finds the lease gone stops the post;
+* before each part of a post is sent, storage records that it may be in the chat; the
+  answer clears that. A part whose answer was lost (or whose sender died) is sent again
+  marked ``REPEAT_MARK``; a part Telegram surely did not take is sent again unmarked;
+* a long post goes on from the part that failed (the parts done are recorded), and its
+  messages stay one post until it is done;
+* "posted" is written with retries until it is stored (else the lease would run out and
+  the post go out again);
+* a chat Telegram refuses for good is left for the one it moved to, else ``inbound.chat``.
 """
 
 from __future__ import annotations
@@ -21,33 +34,68 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Protocol, TypeVar
 
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential,
+)
 
 from bot.audit import AuditLog
 from bot.clock import Clock
-from bot.errors import InboundRejected, PostFailed
+from bot.errors import ChatRefused, InboundRejected, PostFailed, PostMaybeSent
 from bot.logs import get_logger
 from bot.recipients import AddressBook, clean_number, mask
-from bot.storage import Arrival, InboundMessage, Storage
+from bot.replicas import replica_id
+from bot.replies import TELEGRAM_MESSAGE_MAX, split_text
+from bot.storage import Arrival, InboundMessage, PostProgress, Storage, Taken
 from bot.untrusted import decode_json_object, same_secret
 from bot.vocabulary import AuditEntry, Channel, Outcome
 
+T = TypeVar("T")
 CHANNELS = {channel.value: channel for channel in Channel}  # as inbound URLs spell them
 MAX_BODY_BYTES = 64 * 1024
 DUPLICATE_WITHIN_S = 120.0  # the same delivery again within this is posted once
 THREAD_WITHIN_S = 24 * 3600.0  # an answer within this lands under the command that paged
 LEASE_S = 15.0  # a replica that takes messages to post holds them this long, renewed
+RENEW_EVERY_S = LEASE_S / 3  # how often a lease is renewed while a post is under way
 SCAN_EVERY_S = 5.0  # look for messages another replica stored (or left) this often
+REPEAT_MARK = "(may be a repeat)\n"  # heads a part that may already be in the chat
+PART_MAX = TELEGRAM_MESSAGE_MAX - len(REPEAT_MARK)  # so that any part can carry the mark
 log = get_logger("bot.bridge")
 
 
-Post = Callable[[int, str, int | None], Awaitable[int]]
-"""Post ``text`` in chat ``chat_id`` (as a reply to a message id, if given); returns the
-id of the message a reply to the post would answer. Raises ``PostFailed``."""
+@dataclass(frozen=True)
+class Button:
+    """A button under a post; pressing it hands ``data`` back to the bot."""
+
+    label: str
+    data: str
+
+
+class Post(Protocol):
+    """The front end's way into the chat, for the bridge and incident paging."""
+
+    def __call__(
+        self, chat_id: int, text: str, reply_to: int | None, buttons: Sequence[Button] = ()
+    ) -> Awaitable[int]:
+        """Post ``text`` (one message, at most Telegram's 4096 characters) in chat
+        ``chat_id``, as a reply to a message id if given, with ``buttons`` under it;
+        returns the id of the message posted. Raises ``PostFailed`` (surely not posted),
+        ``PostMaybeSent`` (the answer was lost) or ``ChatRefused`` (never in that chat)."""
+        ...
+
 
 InboundObserver = Callable[[str, str], None]
-"""Called with (channel, result) for every inbound request: stored, repeated, rejected."""
+"""Called with (channel, result) for every inbound request: stored, repeated, rejected,
+acknowledged."""
+
+Acknowledger = Callable[[Channel, str, str], Awaitable[bool]]
+"""(channel, number, message): True when the message acknowledged an incident (it is
+then not posted as an inbound message); paging plugs in here."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +132,11 @@ class Bridge:
         address_book: AddressBook,
         clock: Clock,
         observe: InboundObserver | None = None,
+        holder: str | None = None,
+        acknowledge: Acknowledger | None = None,
     ) -> None:
         self._storage = storage
+        self._acknowledge = acknowledge
         self._audit = audit
         self._secret = secret
         self._default_chat = default_chat
@@ -94,6 +145,8 @@ class Bridge:
         self._observe = observe
         self._wake = asyncio.Event()
         self._workers: dict[int, asyncio.Task[None]] = {}
+        self._holder = holder or replica_id()  # whose lease it is, across replicas
+        self._refused: set[int] = set()  # chats Telegram refused for good, since start
 
     def secret_matches(self, given: str) -> bool:
         """Constant-time comparison of the secret part of an inbound URL."""
@@ -106,6 +159,9 @@ class Bridge:
         except InboundRejected:
             self._count(channel, "rejected")
             raise
+        if self._acknowledge is not None and await self._acknowledge(channel, number, message):
+            self._count(channel, "acknowledged")
+            return
         digest = hmac.new(
             self._secret.encode(), f"{channel.value}\0{number}\0{message}".encode(), hashlib.sha256
         ).hexdigest()
@@ -183,30 +239,109 @@ class Bridge:
         )
         async for attempt in retrying:
             with attempt:
-                while waiting := await self._storage.claim_inbound(
-                    chat, self._clock.now(), LEASE_S
-                ):
-                    await self._post_taken(chat, waiting, post)
+                while True:
+                    taken = await self._storage.claim_inbound(
+                        chat, self._clock.now(), LEASE_S, self._holder
+                    )
+                    if not taken.messages:
+                        break
+                    await self._post_taken(chat, taken, post)
 
-    async def _post_taken(self, chat: int, taken: list[InboundMessage], post: Post) -> None:
+    async def _post_taken(self, chat: int, taken: Taken, post: Post) -> None:
         """Post messages this replica took, holding the lease while Telegram is slow."""
-        ids = [m.id for m in taken]
-        composed = self.compose(taken)
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(LEASE_S / 3)
-                await self._storage.lease_inbound(ids, self._clock.now() + LEASE_S)
-
-        renewing = asyncio.create_task(renew())
+        ids = [m.id for m in taken.messages]
+        lost = asyncio.Event()
+        renewing = asyncio.create_task(self._renew(ids, lost))
         try:
-            post_id = await post(chat, composed.text, composed.reply_to)
+            await self._post_parts(chat, ids, taken, post, lost)
+        except ChatRefused as refused:
+            await self._redirect(chat, ids, refused)
         except PostFailed:
-            await self._storage.lease_inbound(ids, None)  # merged with newer ones next try
+            with contextlib.suppress(Exception):  # else the lease runs out by itself
+                await self._storage.lease_inbound(ids, self._holder, None)
             raise
         finally:
             renewing.cancel()
-        await self._storage.mark_posted(ids, post_id, self._clock.now())
+
+    async def _post_parts(
+        self, chat: int, ids: list[int], taken: Taken, post: Post, lost: asyncio.Event
+    ) -> None:
+        """Send the parts not yet in the chat, each announced in storage before it goes."""
+        composed = self.compose(taken.messages)
+        parts = split_text(composed.text, PART_MAX)
+        done = taken.progress
+        for index in range(done.parts_done, len(parts)):
+            text = REPEAT_MARK + parts[index] if done.maybe_sent else parts[index]
+            sending = PostProgress(index, True, done.first_id)
+            record = partial(self._storage.record_progress, ids, self._holder, sending)
+            if lost.is_set() or not await self._until_stored("post_progress", record):
+                log.warning("post_lease_lost", chat=chat, messages=len(ids))
+                return  # another replica holds these now: it posts them (marked)
+            try:
+                message_id = await post(chat, text, composed.reply_to if index == 0 else None)
+            except PostMaybeSent:
+                log.warning("post_may_have_arrived", chat=chat, part=index + 1, parts=len(parts))
+                raise
+            except PostFailed:  # surely not in the chat: the next try needs no mark
+                unsent = PostProgress(index, False, done.first_id)
+                with contextlib.suppress(Exception):
+                    await self._storage.record_progress(ids, self._holder, unsent)
+                raise
+            done = PostProgress(index + 1, False, done.first_id or message_id)
+        mark = partial(self._storage.mark_posted, ids, done.first_id, self._clock.now())
+        await self._until_stored("mark_posted", mark)
+
+    async def _until_stored(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
+        """``write()``, tried again until the database takes it: a post in the chat whose
+        record is lost would be posted again when the lease runs out."""
+
+        def failed(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(f"{what}_not_stored", attempt=state.attempt_number, error=repr(error))
+
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=0.1, max=2), before_sleep=failed, reraise=True
+        )
+        return await retrying(write)
+
+    async def _renew(self, ids: list[int], lost: asyncio.Event) -> None:
+        """Hold the lease on ``ids`` while their post is under way; a failed renewal is
+        logged and tried again, a lease found taken by another replica stops the post."""
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            try:
+                held = await self._storage.lease_inbound(
+                    ids, self._holder, self._clock.now() + LEASE_S
+                )
+            except Exception as exc:  # the database is away: try again, the lease still runs
+                log.warning("lease_renewal_failed", error=repr(exc))
+                continue
+            if not held:
+                lost.set()
+                return
+
+    async def _redirect(self, chat: int, ids: list[int], refused: ChatRefused) -> None:
+        """Telegram refuses ``chat`` for good: post in the chat it moved to, else in
+        ``inbound.chat``; when that is refused too, give the messages up (logged)."""
+        self._refused.add(chat)
+        target = next(
+            (
+                c
+                for c in (refused.moved_to, self._default_chat)
+                if c is not None and c not in self._refused
+            ),
+            None,
+        )
+        if target is None:
+            log.error("post_refused_everywhere", chat=chat, messages=len(ids), reason=str(refused))
+            given_up = partial(self._storage.mark_posted, ids, None, self._clock.now())
+            await self._until_stored("mark_posted", given_up)
+            return
+        log.warning("post_chat_refused", chat=chat, to_chat=target, reason=str(refused))
+        await self._until_stored(
+            "post_moved", partial(self._storage.move_inbound, ids, chat, target)
+        )
+        self._wake.set()  # the chat it went to gets a worker
 
     def compose(self, messages: Sequence[InboundMessage]) -> Composed:
         """One message: a post of its own, under its thread. Several: one line each."""

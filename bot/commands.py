@@ -109,18 +109,47 @@ class ScheduleRemove:
     name: str
 
 
+@dataclass(frozen=True)
+class Acknowledge:
+    incident: int
+
+
+@dataclass(frozen=True)
+class SilenceIncident:
+    incident: int
+    seconds: int
+
+
+@dataclass(frozen=True)
+class ListIncidents:
+    pass
+
+
 # Each union is matched with ``typing.assert_never`` on its last branch where it is
 # dispatched, so mypy --strict fails until a new command is handled everywhere.
 SendCommand = SendText | SendLocation | SendMedia
 ScheduleCommand = ScheduleList | ScheduleAdd | ScheduleRemove
+PagingCommand = Acknowledge | SilenceIncident | ListIncidents
 QueryCommand = (
-    Translate | PdfToText | ListLanguages | Status | History | WhoAmI | Help | ScheduleCommand
+    Translate
+    | PdfToText
+    | ListLanguages
+    | Status
+    | History
+    | WhoAmI
+    | Help
+    | ScheduleCommand
+    | PagingCommand
 )
 """Every command that is not a send: ``Service._query`` answers it."""
 Command = SendCommand | QueryCommand
 SCHEDULE_COMMANDS = (ScheduleList, ScheduleAdd, ScheduleRemove)
 SEND_COMMANDS = (SendText, SendLocation, SendMedia)
+PAGING_COMMANDS = (Acknowledge, SilenceIncident, ListIncidents)
 HISTORY_MAX = 50
+SILENCE_MIN_S, SILENCE_MAX_S = 60, 30 * 86400
+_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -277,6 +306,33 @@ def _schedule(args: Args, name: str) -> Command:
     raise spec.fail()
 
 
+def _incident_number(text: str, spec: CommandSpec) -> int:
+    digits = text.removeprefix("#")
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 12:
+        raise spec.fail(f"{text!r} is not an incident number (as in #12).")
+    return int(digits)
+
+
+def _ack(args: Args, name: str) -> Command:
+    spec = SPECS[name]
+    number, rest = (*_split(args.rest, 1), "")[:2]
+    if not number or rest:
+        raise spec.fail()
+    return Acknowledge(_incident_number(number, spec))
+
+
+def _silence(args: Args, name: str) -> Command:
+    spec = SPECS[name]
+    parts = _split(args.rest, 2)
+    if len(parts) != 3 or parts[2]:
+        raise spec.fail()
+    match = _DURATION.fullmatch(parts[1])
+    seconds = int(match[1]) * _UNIT_S[match[2]] if match else 0
+    if not SILENCE_MIN_S <= seconds <= SILENCE_MAX_S:
+        raise spec.fail("The duration is e.g. 30m, 2h or 1d (1m to 30d).")
+    return SilenceIncident(_incident_number(parts[0], spec), seconds)
+
+
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         Channel.WHATSAPP.command,
@@ -333,6 +389,13 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "your user id, this chat's id and your role",
         Access.MEMBER,
         _no_args(WhoAmI()),
+    ),
+    CommandSpec(
+        "incidents", "", "open incidents and who is paged", Access.MEMBER, _no_args(ListIncidents())
+    ),
+    CommandSpec("ack", "<n>", "acknowledge incident n: paging stops", Access.MEMBER, _ack),
+    CommandSpec(
+        "silence", "<n> <duration>", "silence incident n in Alertmanager", Access.MEMBER, _silence
     ),
     CommandSpec("help", "", "this list", Access.MEMBER, _no_args(Help())),
     CommandSpec(

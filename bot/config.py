@@ -25,7 +25,13 @@ from typing import Any, TypeVar
 import yaml
 
 from bot.errors import ConfigError, RecipientError
-from bot.recipients import AddressBook, GatewayGroup, clean_written_number, looks_like_number
+from bot.recipients import (
+    AddressBook,
+    GatewayGroup,
+    Recipient,
+    clean_written_number,
+    looks_like_number,
+)
 from bot.vocabulary import Channel
 
 T = TypeVar("T")
@@ -36,6 +42,7 @@ SECRET_ENV = {
     "whatsmate.client_id": "WHATSMATE_CLIENT_ID",
     "whatsmate.client_secret": "WHATSMATE_CLIENT_SECRET",
     "inbound.secret": "WHATSMATE_INBOUND_SECRET",
+    "alerts.secret": "WHATSMATE_ALERTS_SECRET",
 }
 SECRET_KEYS = frozenset({*SECRET_ENV, "database.url"})
 """Keys whose values are never shown in an error and are stripped of whitespace."""
@@ -45,7 +52,10 @@ _MOVED_TO_HTTP_PORT = {
     "telegram.listen": "telegram.listen",
     "telegram.port": "telegram.port",
 }
-INBOUND_SECRET_MIN = 16
+URL_SECRET_MIN = 16  # inbound.secret, alerts.secret
+WAIT_MIN_S, WAIT_MAX_S = 1, 86400  # an escalation's wait: 1s..1d
+REPEAT_MAX = 5
+_URL_SECRET = re.compile(r"[A-Za-z0-9_\-]+")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _EVERY = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -112,6 +122,65 @@ class InboundConfig:
 
 
 @dataclass(frozen=True)
+class PageStep:
+    """Page everyone ``to`` names (as in /wa) on ``channel``."""
+
+    to: str
+    recipients: tuple[Recipient, ...]
+    channel: Channel = Channel.WHATSAPP
+
+
+@dataclass(frozen=True)
+class WaitStep:
+    seconds: int
+
+
+EscalationStep = PageStep | WaitStep
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """Steps run in order from the moment an incident opens, then ``repeat`` more times."""
+
+    name: str
+    steps: tuple[EscalationStep, ...]
+    repeat: int = 0
+
+    @property
+    def chain(self) -> tuple[EscalationStep, ...]:
+        """Every step as it runs, repeats included."""
+        return self.steps * (self.repeat + 1)
+
+
+@dataclass(frozen=True)
+class AlertRoute:
+    """Incidents whose commonLabels carry every ``match`` pair get ``escalation``."""
+
+    match: tuple[tuple[str, str], ...]
+    escalation: str
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(name) == value for name, value in self.match)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Incident paging: Alertmanager POSTs to /alerts/<secret>; incidents go to ``chat``."""
+
+    secret: str = field(repr=False)
+    chat: int
+    alertmanager_url: str | None = None
+    notify_resolved: bool = True
+    routes: tuple[AlertRoute, ...] = ()
+    escalations: Mapping[str, Escalation] = field(default_factory=dict)
+
+    def escalation_for(self, labels: Mapping[str, str]) -> Escalation | None:
+        """The first matching route's escalation; None: posted, nobody paged."""
+        route = next((r for r in self.routes if r.matches(labels)), None)
+        return self.escalations[route.escalation] if route else None
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "json"
     level: str = "info"
@@ -130,6 +199,7 @@ class Config:
     log: LogConfig = LogConfig()
     http: HttpConfig = HttpConfig()
     inbound: InboundConfig | None = None
+    alerts: AlertsConfig | None = None
     database_url: str | None = field(default=None, repr=False)  # PostgreSQL: replicas
 
     @property
@@ -140,6 +210,7 @@ class Config:
             self.whatsmate.client_secret,
             self.telegram.secret_token,
             self.inbound.secret if self.inbound else None,
+            self.alerts.secret if self.alerts else None,
             *url_passwords(self.database_url or ""),
         )
         return tuple(s for s in found if s)
@@ -189,6 +260,7 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
     http = root.section("http")
     database = root.section("database")
     api_version = whatsmate.choice("api_version", 1, (1, 3))
+    book = _address_book(root, api_version)
     config = Config(
         telegram=TelegramConfig(
             token=telegram.secret("token"),
@@ -218,7 +290,7 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
             retries=whatsmate.integer("retries", 3, low=0, high=10),
         ),
         access=_access(access),
-        address_book=_address_book(root, api_version),
+        address_book=book,
         audit_path=Path(audit.string("path", "whatsmate-bot.sqlite3")),
         confirm_over=root.integer("confirm_over", 5, low=0, high=100_000),
         dry_run=root.boolean("dry_run", False),
@@ -232,13 +304,19 @@ def parse_config(raw: object, env: Mapping[str, str]) -> Config:
             port=http.integer("port", 0, low=0, high=65535),
         ),
         inbound=_inbound(root),
+        alerts=_alerts(root, book),
         database_url=_database_url(database),
     )
     for section in (root, telegram, whatsmate, access, audit, log, http, database):
         section.reject_unknown()
-    if (config.telegram.webhook_url or config.inbound) and not config.http.port:
-        what = "telegram.webhook_url" if config.telegram.webhook_url else "inbound"
-        raise ConfigError("http.port", f"a port is needed to serve {what}")
+    served = {
+        "telegram.webhook_url": config.telegram.webhook_url,
+        "inbound": config.inbound,
+        "alerts": config.alerts,
+    }
+    needing = next((what for what, wanted in served.items() if wanted), None)
+    if needing and not config.http.port:
+        raise ConfigError("http.port", f"a port is needed to serve {needing}")
     return config
 
 
@@ -302,18 +380,123 @@ def _inbound(root: _Section) -> InboundConfig | None:
         root.read.add("inbound")
         return None
     inbound = root.section("inbound")
-    secret = inbound.secret("secret")
-    if len(secret) < INBOUND_SECRET_MIN or not re.fullmatch(r"[A-Za-z0-9_\-]+", secret):
-        raise ConfigError(
-            "inbound.secret",
-            f"at least {INBOUND_SECRET_MIN} characters of letters, digits, - and _ "
-            "(it is part of a URL)",
-        )
+    secret = _url_secret(inbound)
     if "chat" not in inbound.raw:
         raise ConfigError("inbound.chat", "missing: the chat where answers are posted")
     config = InboundConfig(secret, inbound.integer("chat", 0, low=-(2**62), high=2**62))
     inbound.reject_unknown()
     return config
+
+
+def _url_secret(section: _Section) -> str:
+    """A secret that is part of a URL (``inbound.secret``, ``alerts.secret``)."""
+    secret = section.secret("secret")
+    if len(secret) < URL_SECRET_MIN or not _URL_SECRET.fullmatch(secret):
+        raise ConfigError(
+            section.key("secret"),
+            f"at least {URL_SECRET_MIN} characters of letters, digits, - and _ "
+            "(it is part of a URL)",
+        )
+    return secret
+
+
+def _alerts(root: _Section, book: AddressBook) -> AlertsConfig | None:
+    if root.raw.get("alerts") is None:
+        root.read.add("alerts")
+        return None
+    alerts = root.section("alerts")
+    secret = _url_secret(alerts)
+    if alerts.raw.get("chat") is None:
+        raise ConfigError("alerts.chat", "missing: the chat where incidents are posted")
+    chat = alerts.integer("chat", 0, low=-(2**62), high=2**62)
+    url = None
+    if alerts.raw.get("alertmanager_url") is not None:
+        url = alerts.url("alertmanager_url", "").rstrip("/")
+    notify_resolved = alerts.boolean("notify_resolved", True)
+    escalations = _escalations(alerts, book)
+    routes = _routes(alerts, escalations)
+    alerts.reject_unknown()
+    return AlertsConfig(secret, chat, url, notify_resolved, routes, escalations)
+
+
+def _escalations(alerts: _Section, book: AddressBook) -> dict[str, Escalation]:
+    result: dict[str, Escalation] = {}
+    for name, value in alerts.mapping("escalations").items():
+        entry = _Section(
+            f"alerts.escalations.{name}", _mapping(f"alerts.escalations.{name}", value), alerts.env
+        )
+        entry.read.add("steps")
+        raw_steps = entry.raw.get("steps")
+        if not isinstance(raw_steps, list) or not raw_steps:
+            raise ConfigError(
+                entry.key("steps"), "expected a non-empty list of page and wait steps"
+            )
+        steps = tuple(
+            _step(
+                _Section(
+                    f"{entry.key('steps')}[{i}]",
+                    _mapping(f"{entry.key('steps')}[{i}]", raw),
+                    alerts.env,
+                ),
+                book,
+            )
+            for i, raw in enumerate(raw_steps)
+        )
+        repeat = entry.integer("repeat", 0, low=0, high=REPEAT_MAX)
+        entry.reject_unknown()
+        result[str(name)] = Escalation(str(name), steps, repeat)
+    return result
+
+
+_VIA = {"whatsapp": Channel.WHATSAPP, "telegram": Channel.TELEGRAM}
+
+
+def _step(step: _Section, book: AddressBook) -> EscalationStep:
+    if ("page" in step.raw) == ("wait" in step.raw):
+        raise ConfigError(step.path, "give exactly one of 'page' or 'wait'")
+    if "wait" in step.raw:
+        text = step.string("wait", "")
+        seconds = parse_every(text)
+        if seconds is None or not WAIT_MIN_S <= seconds <= WAIT_MAX_S:
+            raise ConfigError(
+                step.key("wait"), "expected a duration from 1s to 1d, e.g. 30s, 5m, 1h"
+            )
+        step.reject_unknown()
+        return WaitStep(seconds)
+    to = step.string("page", "")
+    channel = _VIA[step.choice("via", "whatsapp", tuple(_VIA))]
+    if not to or any(c.isspace() for c in to):
+        raise ConfigError(step.key("page"), "expected one <to> word, as with /wa")
+    try:
+        recipients = book.resolve(to, channel)
+    except RecipientError as exc:
+        raise ConfigError(step.key("page"), str(exc)) from None
+    step.reject_unknown()
+    return PageStep(to, recipients, channel)
+
+
+def _routes(alerts: _Section, escalations: Mapping[str, Escalation]) -> tuple[AlertRoute, ...]:
+    alerts.read.add("routes")
+    raw = alerts.raw.get("routes") or []
+    if not isinstance(raw, list):
+        raise ConfigError("alerts.routes", "expected a list")
+    routes = []
+    for index, item in enumerate(raw):
+        entry = _Section(
+            f"alerts.routes[{index}]", _mapping(f"alerts.routes[{index}]", item), alerts.env
+        )
+        pairs = []
+        for label, value in entry.mapping("match").items():
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise ConfigError(f"{entry.key('match')}.{label}", "expected a label value (text)")
+            pairs.append((str(label), str(value)))
+        name = entry.string("escalation", "")
+        if name not in escalations:
+            known = ", ".join(sorted(escalations)) or "none defined"
+            raise ConfigError(entry.key("escalation"), f"unknown escalation {name!r} ({known})")
+        entry.reject_unknown()
+        routes.append(AlertRoute(tuple(pairs), name))
+    return tuple(routes)
 
 
 def _access(section: _Section) -> AccessConfig:

@@ -10,10 +10,18 @@ Callers catch by meaning, never by message text::
     ├── AttachmentError           the file of a media command could not be fetched
     ├── InboundRejected           a request the web server refuses (inbound, webhook,
     │                             alerts); .status is the HTTP status (400, 403, 408, 413)
-    ├── PostFailed                Telegram did not take a bridge post: tried again later
+    ├── PostFailed                Telegram surely did not take a bridge post (it said no,
+    │   │                         or the request never left): tried again later
+    │   └── PostMaybeSent         the answer to a post was lost after the request left
+    │                             (timeout, dropped connection): it may be in the chat;
+    │                             tried again, the copy marked as a possible repeat
+    ├── ChatRefused               Telegram refuses a chat for good (bot removed, group
+    │                             migrated: .moved_to): the post goes elsewhere
     ├── StorageUnavailable        the database did not take or answer a statement or
     │                             transaction (down, cut off, disk full, timeout), or
     │                             cannot be reached at start; raised by the drivers only
+    ├── AlertmanagerError         Alertmanager did not make a silence; one line with its
+    │                             HTTP status and words (or why it could not be reached)
     ├── LostPollerRole            the poller lease ran out while an update was handled:
     │                             nothing more is said, the new poller answers it
     ├── LimitExceeded             a send breaks a documented WhatsMate limit (length,
@@ -89,7 +97,22 @@ class InboundRejected(BotError):
 
 
 class PostFailed(BotError):
-    """Telegram did not take a bridge post (down, flood limits): it is tried again later."""
+    """Telegram surely did not take a bridge post (it answered an error, or the request
+    never left: connection refused, no free connection): it is tried again later."""
+
+
+class PostMaybeSent(PostFailed):
+    """The request of a bridge post left, but its answer was lost (read timeout, dropped
+    connection): Telegram may have posted it. Tried again, marked as a possible repeat."""
+
+
+class ChatRefused(BotError):
+    """Telegram refuses a chat for good: the bot was removed (403) or the group became a
+    supergroup (``moved_to``, Telegram's ``migrate_to_chat_id``). Never retried there."""
+
+    def __init__(self, reason: str, moved_to: int | None = None) -> None:
+        super().__init__(reason)
+        self.moved_to = moved_to
 
 
 class StorageUnavailable(BotError):
@@ -97,6 +120,10 @@ class StorageUnavailable(BotError):
     cut off, SQLite's disk full or locked, a timeout), or could not be reached at start.
     Raised by the storage drivers, once, for every such failure: callers decide by
     meaning (the web server answers 503, a command "the bot's database is unreachable")."""
+
+
+class AlertmanagerError(BotError):
+    """Alertmanager (``alerts.alertmanager_url``) refused or did not answer a call."""
 
 
 class LostPollerRole(BotError):

@@ -15,7 +15,9 @@ that runs for as long as the bot does is a ``Part`` (``start()``, ``stop()``), a
    with replicas they follow, every ``SCHEDULE_SYNC_S``, what other replicas added or
    removed.
 4. ``poster``: the bridge's outbox poster (with ``inbound``); what it has not posted
-   stays stored for the next start or another replica.
+   stays stored for the next start or another replica. Then, with ``alerts``, paging's
+   ``escalation`` runner (due steps and the sends they owe) and its ``incident posts``
+   (the incidents' outbox): what they have not done is stored, and done once, later.
 5. ``web server``: ``/healthz``, ``/metrics``, the webhook and the inbound URLs
    (with ``http.port``).
 6. ``polling`` (poll while this replica's lease says it may, with a fresh updater for
@@ -29,10 +31,10 @@ stop, the front end finishes what it was handling, and last the lease goes. SIGT
 ``run`` returns.
 
 Adding a part is one line in ``bot_parts``, at its place in the order (``None`` when it
-is not configured) — e.g. paging's escalation runner, a coroutine that runs until
-cancelled, built by ``open_runtime`` like the bridge, after the poster::
+is not configured) — as paging's two are, coroutines that run until cancelled, built by
+``open_runtime`` like the bridge, after the poster::
 
-    Task("escalation", lambda: alerts.run(frontend.post)) if alerts is not None else None,
+    Task("escalation", pager.run), Task("incident posts", lambda: pager.poster.run(...))
 
 (``prepare=`` is awaited before the coroutine starts, so what must be loaded before the
 bot is up fails the start instead of the part; a long-running part that is a start/stop
@@ -51,6 +53,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot.bridge import Button
 from bot.errors import StorageUnavailable
 from bot.health import Health
 from bot.logs import get_logger
@@ -92,8 +95,10 @@ class FrontEnd(Protocol):
         """An update received by the webhook (``InboundRejected`` when it is none)."""
         ...
 
-    def post(self, chat_id: int, text: str, reply_to: int | None) -> Awaitable[int]:
-        """Post in a chat (the bridge's way in); the id of the message posted."""
+    def post(
+        self, chat_id: int, text: str, reply_to: int | None, buttons: Sequence[Button] = ()
+    ) -> Awaitable[int]:
+        """Post in a chat (the bridge's and paging's way in); the id of the message."""
         ...
 
     def run_schedule(self, schedule: Schedule) -> Coroutine[Any, Any, None]:
@@ -206,7 +211,7 @@ class WebhookRegistration:
 
 def bot_parts(runtime: Runtime, frontend: FrontEnd) -> list[Part]:
     """The bot's parts, in the order they start (they stop in reverse)."""
-    config, timers, bridge = runtime.config, runtime.timers, runtime.bridge
+    config, timers, bridge, pager = runtime.config, runtime.timers, runtime.bridge, runtime.pager
     election = runtime.election
     polling = not config.telegram.webhook_url
     intake = Polling(election, frontend) if polling else WebhookRegistration(frontend)
@@ -217,6 +222,14 @@ def bot_parts(runtime: Runtime, frontend: FrontEnd) -> list[Part]:
         _pruning(runtime),
         _schedules(runtime, timers, frontend) if timers is not None else None,
         Task("poster", lambda: bridge.run_poster(frontend.post)) if bridge is not None else None,
+        *(
+            (
+                Task("escalation", pager.run),
+                Task("incident posts", lambda: pager.poster.run(frontend.post)),
+            )
+            if pager is not None
+            else ()
+        ),
         _web_server(runtime, frontend, health),
         intake,
     ]
@@ -261,7 +274,13 @@ def _web_server(runtime: Runtime, frontend: FrontEnd, health: Health) -> Part | 
     webhook = (
         Webhook(telegram.secret_token or "", frontend.deliver) if telegram.webhook_url else None
     )
-    app = make_app(health=health, metrics=runtime.metrics, webhook=webhook, bridge=runtime.bridge)
+    app = make_app(
+        health=health,
+        metrics=runtime.metrics,
+        webhook=webhook,
+        bridge=runtime.bridge,
+        pager=runtime.pager,
+    )
     server = WebServer(app, config.http.listen, config.http.port)
     return Step("web server", server.start, server.stop)
 

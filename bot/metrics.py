@@ -26,7 +26,7 @@ class Metrics:
     """The bot's counters and histograms, in a registry of their own."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.commands = Counter(
@@ -53,6 +53,24 @@ class Metrics:
             ["channel", "result"],
             registry=self.registry,
         )
+        self.notifications = Counter(
+            "whatsmate_bot_alert_notifications",
+            "Alertmanager notifications by status and what they did",
+            ["status", "result"],
+            registry=self.registry,
+        )
+        self.open_incidents = Gauge(
+            "whatsmate_bot_open_incidents", "Incidents not yet resolved", registry=self.registry
+        )
+        self.pages = Counter(
+            "whatsmate_bot_pages", "Pages sent, by outcome", ["outcome"], registry=self.registry
+        )
+        self.time_to_ack = Histogram(
+            "whatsmate_bot_time_to_acknowledge_seconds",
+            "From an incident's opening to its acknowledgement",
+            buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 86400),
+            registry=self.registry,
+        )
         self.schedule_runs = Counter(
             "whatsmate_bot_schedule_runs",
             "Scheduled command runs",
@@ -74,6 +92,18 @@ class Metrics:
 
     def observe_inbound(self, channel: str, result: str) -> None:
         self.inbound.labels(channel, result).inc()
+
+    def observe_notification(self, status: str, result: str) -> None:
+        self.notifications.labels(status, result).inc()
+
+    def observe_page(self, outcome: str) -> None:
+        self.pages.labels(outcome).inc()
+
+    def observe_ack(self, seconds: float) -> None:
+        self.time_to_ack.observe(seconds)
+
+    def observe_open_incidents(self, count: int) -> None:
+        self.open_incidents.set(count)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

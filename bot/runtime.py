@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 from tenacity.wait import wait_base
@@ -33,6 +34,9 @@ from bot.storage import Storage, open_storage
 from bot.transport import AiohttpTransport
 from bot.vocabulary import Channel
 
+if TYPE_CHECKING:
+    from bot.paging.escalation import Pager
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -48,6 +52,7 @@ class Runtime:
     timers: Timers | None  # the schedules' timer, when the bot runs for good (``run``)
     gateway_health: GatewayHealth
     election: Election  # this replica's poller lease (run by the lifecycle when polling)
+    pager: Pager | None = None  # incident paging, with ``alerts``
 
 
 def http_client(
@@ -107,6 +112,28 @@ async def open_runtime(
                 dry_run=config.dry_run,
                 **({"observer": metrics.observe_gateway} if metrics else {}),
             )
+            replica = replica_id()  # this process, in the poller lease and paging's claims
+            pager = None
+            if config.alerts is not None:  # paging's modules only for bots that page
+                from bot.paging.alertmanager import Alertmanager
+                from bot.paging.escalation import Pager
+                from bot.storage.paging import PagingStore
+
+                url = config.alerts.alertmanager_url
+                pager = Pager(
+                    config.alerts,
+                    PagingStore(storage.driver),
+                    gateway,
+                    audit,
+                    address_book=config.address_book,
+                    clock=clock,
+                    replica=replica,
+                    send_lease_s=wa.timeout_s * (wa.retries + 1) + 30,
+                    max_concurrency=wa.max_concurrency,
+                    alertmanager=Alertmanager(http, url) if url else None,
+                    observer=metrics,
+                    posts_per_minute=config.telegram.messages_per_minute_per_group,
+                )
             service = Service(
                 config,
                 gateway,
@@ -117,7 +144,9 @@ async def open_runtime(
                 scheduler=timers,
                 gateway_health=gateway_health,
                 pdf_polling=pdf_polling,
+                pager=pager,
             )
+            replica = replica_id()  # this process: the poller lease's and the posts' holder
             bridge = None
             if config.inbound is not None:
                 bridge = Bridge(
@@ -128,6 +157,8 @@ async def open_runtime(
                     address_book=config.address_book,
                     clock=clock,
                     observe=metrics.observe_inbound if metrics else None,
+                    holder=replica,
+                    acknowledge=pager.inbound_ack if pager else None,
                 )
             try:
                 yield Runtime(
@@ -144,10 +175,11 @@ async def open_runtime(
                     gateway_health=gateway_health,
                     election=Election(
                         storage,
-                        replica_id(),
+                        replica,
                         shared=config.database_url is not None,
                         clock=clock,
                     ),
+                    pager=pager,
                 )
             finally:
                 await audit.close()

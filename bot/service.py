@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import assert_never
+from typing import TYPE_CHECKING, assert_never
 
 from bot import commands as c
 from bot.audit import AuditLog
@@ -66,6 +66,9 @@ from bot.sends import (
 from bot.storage import Storage, StoredPrompt, Thread
 from bot.vocabulary import AuditEntry, Channel, Outcome, UserRole
 
+if TYPE_CHECKING:  # paging is imported only by bots that page (runtime)
+    from bot.paging.escalation import Pager
+
 __all__ = ["NOT_ALLOWED", "ButtonResult", "Interrupted", "Reply", "Request", "Service"]
 
 CONFIRM_TTL_S = 300.0
@@ -82,6 +85,11 @@ class Request:
     reply_text: str | None = None
     attachment: Attachment | None = None
     message_id: int | None = None  # the command's message: where answers to a send land
+    user_name: str | None = None  # how the chat names the user (@name, else first name)
+
+    @property
+    def who(self) -> str:
+        return self.user_name or f"user {self.user_id}"
 
 
 def request_to_json(request: Request) -> str:
@@ -103,6 +111,7 @@ def request_to_json(request: Request) -> str:
         "text": request.text,
         "reply_text": request.reply_text,
         "message_id": request.message_id,
+        "user_name": request.user_name,
         "file": file,
     }
     return json.dumps(fields)
@@ -159,8 +168,10 @@ class Service:
         gateway_health: GatewayHealth,
         observe: CommandObserver | None = None,
         pdf_polling: PdfPolling = DEFAULT_PDF_POLLING,
+        pager: Pager | None = None,
     ) -> None:
         self.config = config
+        self._pager = pager
         self._gateway = gateway
         self._audit = audit
         self._storage = storage
@@ -396,7 +407,7 @@ class Service:
     ) -> Result:
         command = parsed.command
         if not isinstance(command, c.SEND_COMMANDS):
-            return await self._query(identity, command)
+            return await self._query(identity, command, request.who)
         recipients = self._recipients(command)
         attachment = attachment_for(parsed, request.attachment)
         plan = plan_send(command, recipients, self._gateway, attachment)  # limits: before all
@@ -479,7 +490,7 @@ class Service:
 
     # -- everything that is not a send ----------------------------------------------
 
-    async def _query(self, identity: _Identity, command: c.QueryCommand) -> Result:
+    async def _query(self, identity: _Identity, command: c.QueryCommand, who: str) -> Result:
         match command:
             case c.Status():
                 return await self._status()
@@ -500,6 +511,8 @@ class Service:
                 return Result(Reply(text, Outcome.OK))
             case c.ScheduleList() | c.ScheduleAdd() | c.ScheduleRemove():
                 return await self._schedule(identity, command)
+            case c.Acknowledge() | c.SilenceIncident() | c.ListIncidents():
+                return await self._paging(command, who)
             case _:
                 assert_never(command)
 
@@ -587,6 +600,44 @@ class Service:
             chat_id=identity.chat_id,
             user_id=identity.user_id,
         )
+
+    async def _paging(self, command: c.PagingCommand, who: str) -> Result:
+        """/incidents, /ack, /silence: the incident's own post hears of it too."""
+        if self._pager is None:
+            text = "Incident paging is not configured (alerts: in the config)."
+            return Result(Reply(text, Outcome.ERROR), "paging off")
+        if isinstance(command, c.ListIncidents):
+            return Result(Reply(await self._pager.incidents_text(), Outcome.OK))
+        if isinstance(command, c.Acknowledge):
+            answer = await self._pager.acknowledge(command.incident, who, Channel.TELEGRAM)
+        else:
+            answer = await self._pager.silence(command.incident, command.seconds, who)
+        outcome = Outcome.OK if answer.done else Outcome.ERROR
+        return Result(Reply(answer.text, outcome), f"#{command.incident}")
+
+    async def incident_button(
+        self, number: int, action: str, user_id: int, chat_id: int, who: str
+    ) -> str:
+        """Acknowledge or Silence 1h pressed under an incident post: the toast to show.
+
+        Users and admins only; anyone else is told ``not allowed`` and nothing changes.
+        """
+        started = time.perf_counter()
+        identity = _Identity(user_id, chat_id, self.role(user_id, chat_id, private=False))
+        name = "/ack" if action == "ack" else "/silence"
+        if identity.role is UserRole.STRANGER:
+            result = Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
+        elif self._pager is None or action not in ("ack", "silence"):
+            result = Result(Reply("This button is no longer in use.", Outcome.USAGE))
+        else:
+            command: c.PagingCommand = (
+                c.Acknowledge(number) if action == "ack" else c.SilenceIncident(number, 3600)
+            )
+            result = await self._paging(command, who)
+            if result.reply.outcome is Outcome.ERROR and action == "silence":
+                await self._pager.report_under(number, f"{who}: {result.reply.text}")
+        self._finish(identity, f"{name} (button)", result, started)
+        return result.reply.text
 
     def _configured(self) -> list[Schedule]:
         return [Schedule.from_config(s) for s in self.config.schedules]

@@ -20,7 +20,7 @@ import json
 import mimetypes
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +39,11 @@ from telegram import (
     PhotoSize,
     ReplyParameters,
     Update,
+    User,
     Voice,
 )
 from telegram.constants import MessageLimit
-from telegram.error import BadRequest, NetworkError, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -58,14 +59,17 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from bot import commands
+from bot.bridge import Button
 from bot.commands import MediaKind
 from bot.config import Config
 from bot.errors import (
     AttachmentError,
+    ChatRefused,
     InboundRejected,
     LimitExceeded,
     LostPollerRole,
     PostFailed,
+    PostMaybeSent,
     StorageUnavailable,
 )
 from bot.logs import get_logger
@@ -77,7 +81,6 @@ from bot.sends import FileCap, FileRef
 from bot.service import CONFIRM_TTL_S, Interrupted, Reply, Request
 from bot.storage import JournalEntry
 from bot.transport import AiohttpTransport
-from bot.vocabulary import Outcome
 
 log = get_logger("bot.telegram")
 T = TypeVar("T")
@@ -169,9 +172,17 @@ def _named(stem: str, mime_type: str | None, fallback: str) -> str:
     return stem + ((mime_type and mimetypes.guess_extension(mime_type)) or fallback)
 
 
+def user_name(user: User | None) -> str | None:
+    """How the chat names someone: @username, else their name."""
+    if user is None:
+        return None
+    return f"@{user.username}" if user.username else user.full_name or None
+
+
 def to_request(message: Message, http: httpx.AsyncClient) -> Request:
     replied = message.reply_to_message
     return Request(
+        user_name=user_name(message.from_user),
         user_id=message.from_user.id if message.from_user else 0,
         chat_id=message.chat_id,
         message_id=message.message_id,
@@ -182,15 +193,13 @@ def to_request(message: Message, http: httpx.AsyncClient) -> Request:
     )
 
 
-def _buttons(token: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        [
-            [
-                InlineKeyboardButton("Send", callback_data=f"confirm:{token}:send"),
-                InlineKeyboardButton("Cancel", callback_data=f"confirm:{token}:cancel"),
-            ]
-        ]
-    )
+def _markup(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
+    row = [InlineKeyboardButton(b.label, callback_data=b.data) for b in buttons]
+    return InlineKeyboardMarkup([row]) if row else None
+
+
+def _confirm_buttons(token: str) -> tuple[Button, ...]:
+    return (Button("Send", f"confirm:{token}:send"), Button("Cancel", f"confirm:{token}:cancel"))
 
 
 _Answer = tuple[int, Reply, int]  # chat id, reply, the message it answers
@@ -249,6 +258,7 @@ class TelegramFrontend:
             )
         )
         app.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^confirm:"))
+        app.add_handler(CallbackQueryHandler(self.on_incident_button, pattern=r"^incident:"))
         if self.replicated:  # every update recorded before, and marked after, handling
             app.add_handler(TypeHandler(Update, self.journal_start), group=-1)
             app.add_handler(TypeHandler(Update, self.journal_done), group=1)
@@ -399,7 +409,7 @@ class TelegramFrontend:
                 log.warning("recovery_stopped", term=term, reason="lost the poller lease")
                 return
             except Exception as exc:  # this entry only: the others are still recovered
-                if _answer_lost(exc):  # marked done first: never posted again
+                if isinstance(exc, TelegramError) and _may_have_arrived(exc):  # done already
                     log.warning("answer_outcome_unknown", update_id=update_id)
                 else:
                     log.exception("recovery_failed", update_id=update_id)
@@ -486,13 +496,36 @@ class TelegramFrontend:
                 data=_PromptRef(reply.confirm, sent[-1].chat_id, sent[-1].id),
             )
 
-    async def post(self, chat_id: int, text: str, reply_to: int | None) -> int:
-        """The bridge's way into the chat: the id of the (first) message posted."""
+    async def post(
+        self, chat_id: int, text: str, reply_to: int | None, buttons: Sequence[Button] = ()
+    ) -> int:
+        """The bridge's and paging's way into the chat: one message (they split), its id,
+        with ``buttons`` under it.
+
+        What a failure means decides what the bridge does next: a chat refused for good
+        (``ChatRefused``), an answer lost after the request left (``PostMaybeSent``: it
+        may be in the chat), or surely not posted (``PostFailed``).
+        """
+        parameters = (
+            ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        )
         try:
-            sent = await self.send(self.app.bot, chat_id, Reply(text, Outcome.OK), reply_to)
+            message = await self.app.bot.send_message(
+                chat_id,
+                text,
+                reply_parameters=parameters,
+                reply_markup=_markup(buttons),
+                read_timeout=POST_READ_TIMEOUT_S,
+            )
+        except ChatMigrated as exc:
+            moved = int(exc.new_chat_id)
+            raise ChatRefused(f"the group became supergroup {moved}", moved_to=moved) from None
+        except (Forbidden, BadRequest) as exc:  # BadRequest is a NetworkError: before it
+            raise ChatRefused(f"Telegram refuses the chat ({exc.message})") from None
         except TelegramError as exc:
-            raise PostFailed(f"Telegram refused the post ({exc.message})") from None
-        return sent[0].id
+            failure = PostMaybeSent if _may_have_arrived(exc) else PostFailed
+            raise failure(f"Telegram did not answer the post ({exc.message})") from None
+        return int(message.message_id)
 
     async def on_button(self, update: Update, context: Context) -> None:
         query = update.callback_query
@@ -507,12 +540,31 @@ class TelegramFrontend:
         if result.reply is not None and isinstance(query.message, Message):
             await self.replace(context.bot, query.message, result.reply)
 
+    async def on_incident_button(self, update: Update, context: Context) -> None:
+        """Acknowledge or Silence 1h under an incident post."""
+        query = update.callback_query
+        if query is None or query.data is None or not isinstance(query.message, Message):
+            return
+        _, number, action = [*query.data.split(":"), "", ""][:3]
+        if not number.isdigit():
+            return
+        toast = await self.service.incident_button(
+            int(number),
+            action,
+            query.from_user.id,
+            query.message.chat_id,
+            user_name(query.from_user) or f"user {query.from_user.id}",
+        )
+        self._must_hold()
+        await _quietly(query.answer(toast[:200]))
+
     async def on_error(self, update: object, context: Context) -> None:
         if self._fenced() and isinstance(update, Update):  # the poller answers it
             self._let_go(update.update_id)
             raise ApplicationHandlerStop
         if _ANSWERED.get():  # answered already, or maybe (its answer was lost): one answer
-            lost = _answer_lost(context.error)
+            error = context.error
+            lost = isinstance(error, TelegramError) and _may_have_arrived(error)
             event = "answer_outcome_unknown" if lost else "error_after_answer"
             log.warning(event, error=type(context.error).__name__, exc_info=not lost)
             return
@@ -546,7 +598,12 @@ class TelegramFrontend:
             await self.send(self.app.bot, schedule.chat_id, reply)
 
     async def send(
-        self, bot: Bot, chat_id: int, reply: Reply, reply_to: int | None = None
+        self,
+        bot: Bot,
+        chat_id: int,
+        reply: Reply,
+        reply_to: int | None = None,
+        buttons: Sequence[Button] = (),
     ) -> list[Message]:
         """Post ``reply`` (split if long); the last message carries any buttons.
 
@@ -556,6 +613,8 @@ class TelegramFrontend:
         nothing more is said about the update.
         """
         self._must_hold()
+        if reply.confirm:
+            buttons = _confirm_buttons(reply.confirm)
         parameters = (
             ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         )
@@ -573,7 +632,7 @@ class TelegramFrontend:
         chunks = split_text(reply.text)
         sent: list[Message] = []
         for index, chunk in enumerate(chunks):
-            markup = _buttons(reply.confirm) if reply.confirm and index == len(chunks) - 1 else None
+            markup = _markup(buttons) if index == len(chunks) - 1 else None
             sent.append(
                 await _answering(
                     bot.send_message(
@@ -678,22 +737,38 @@ def _not_an_update() -> None:
 
 async def _answering(call: Awaitable[T]) -> T:
     """``call``, a write of an answer to Telegram: from now on the update has its answer
-    (``_ANSWERED``), unless Telegram surely did not take it (an error that is not a
-    ``NetworkError``: it answered, refusing)."""
+    (``_ANSWERED``), unless Telegram surely did not take it (``_may_have_arrived``)."""
     before = _ANSWERED.get()
     _ANSWERED.set(True)
     try:
         return await call
     except TelegramError as exc:
-        if not _answer_lost(exc):  # Telegram answered: it did not take it
+        if not _may_have_arrived(exc):  # Telegram answered (or it never left): not taken
             _ANSWERED.set(before)
         raise
 
 
-def _answer_lost(error: object) -> bool:
-    """True for a failure after which Telegram may have taken the message: no answer came
-    (PTB's ``NetworkError``, ``TimedOut`` — but not ``BadRequest``, which is an answer)."""
-    return isinstance(error, NetworkError) and not isinstance(error, BadRequest)
+POST_READ_TIMEOUT_S = 5.0  # python-telegram-bot's default: then the post may have arrived
+# Faults (as our transport maps them, see bot.transport) that leave a request unsent.
+_NEVER_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+)
+
+
+def _may_have_arrived(exc: TelegramError) -> bool:
+    """Whether a failed call may still have reached Telegram.
+
+    python-telegram-bot raises ``NetworkError``/``TimedOut`` *from* the httpx exception
+    when no answer came, and with no such cause when Telegram answered an error status
+    (it did not post). Only a fault before the request left is sure not to have arrived.
+    """
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, TelegramError):
+        return False  # Telegram answered (an error status, or a body it could not parse)
+    return not isinstance(cause, _NEVER_SENT)
 
 
 async def _quietly(call: Any) -> Any:

@@ -3,7 +3,8 @@
 Everything the bot listens for is served here: ``/metrics`` and ``/healthz``, the
 Telegram webhook at ``/telegram`` (the python-telegram-bot "custom webhook" way: the
 handler hands each update to the application, PTB's own server is never started) and
-the inbound URLs of the two-way bridge. One server, one port, one network stack.
+the inbound URLs of the two-way bridge and Alertmanager's ``/alerts/<secret>``. One
+server, one port, one network stack.
 
 Every POST route reads its body with ``read_json`` (or ``read_body``), with a cap of its
 own: the body is read whole — however many TCP segments it came in, chunked or not —
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -30,6 +31,9 @@ from bot.errors import InboundRejected, StorageUnavailable
 from bot.logs import get_logger
 from bot.metrics import Metrics
 from bot.untrusted import decode_json_object, same_secret
+
+if TYPE_CHECKING:
+    from bot.paging.escalation import Pager
 
 log = get_logger("bot.web")
 IDLE_TIMEOUT_S = 15.0  # silence after which a connection is closed, and a body given up
@@ -54,6 +58,7 @@ def make_app(
     metrics: Metrics | None = None,
     webhook: Webhook | None = None,
     bridge: Bridge | None = None,
+    pager: Pager | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_refusals])
 
@@ -94,6 +99,28 @@ def make_app(
             return web.json_response({"status": "stored"})
 
         app.router.add_post("/inbound/{channel}/{secret}", accept)
+    if pager is not None:
+        paging = pager
+        from bot.paging.intake import MAX_BODY_BYTES as MAX_ALERT_BYTES
+
+        async def alerts(request: web.Request) -> web.Response:
+            """Alertmanager's webhook: 200 only once stored, 503 when it cannot be (it
+            retries a 5xx and drops a 4xx, so a valid body never gets one)."""
+            if not same_secret(request.match_info["secret"], paging.alerts.secret):
+                raise web.HTTPNotFound()
+            if request.method != "POST":
+                raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+            raw = await read_body(request, MAX_ALERT_BYTES)
+            try:
+                await paging.accept(raw)
+            except InboundRejected:
+                raise
+            except Exception:
+                log.exception("alert_not_stored")
+                raise InboundRejected(503, "could not be stored; send it again") from None
+            return web.json_response({"status": "stored"})
+
+        app.router.add_route("*", "/alerts/{secret}", alerts)
     return app
 
 

@@ -60,10 +60,11 @@ class HttpResponse:
 @dataclass(frozen=True)
 class Fault:
     """A scripted misbehaviour: ``hang`` never answers, ``drop`` closes after the request,
-    ``taken`` handles the request (a message is posted) then closes without answering,
-    ``hold`` answers normally once the test calls ``release()``."""
+    ``hold`` answers normally once the test calls ``release()``; ``taken-drop`` and
+    ``taken-hang`` do what was asked (a sendMessage is posted) and then close without an
+    answer, or never answer: the answer is lost, not the request."""
 
-    kind: str  # "response" | "hang" | "drop" | "taken" | "delay" | "hold"
+    kind: str  # "response" | "hang" | "drop" | "delay" | "hold" | "taken-drop" | "taken-hang"
     response: HttpResponse | None = None
     delay_s: float = 0.0
 
@@ -81,8 +82,9 @@ def answer(status: int, body: Any = None, content_type: str = "application/json"
 
 HANG = Fault("hang")
 DROP = Fault("drop")
-TAKEN = Fault("taken")  # done, but the answer is lost: the caller cannot know it was
 HOLD = Fault("hold")
+TAKEN_THEN_DROP = Fault("taken-drop")
+TAKEN_THEN_HANG = Fault("taken-hang")
 
 
 def delay(seconds: float) -> Fault:
@@ -226,8 +228,10 @@ class HttpServer:
         fault = self._next_fault(request.path)
         if fault is not None and fault.kind == "drop":
             return None
-        if fault is not None and fault.kind == "taken":
-            await self.handle(request)
+        if fault is not None and fault.kind in ("taken-drop", "taken-hang"):
+            await self.handle(request)  # done, but the answer never reaches the client
+            if fault.kind == "taken-hang":
+                await self._closing.wait()
             return None
         if fault is not None and fault.kind == "hang":
             await self._closing.wait()
@@ -433,6 +437,27 @@ class FakeWhatsMate(HttpServer):
 
 # -- Telegram Bot API -------------------------------------------------------------------
 
+
+def telegram_error(status: int, description: str, **parameters: Any) -> Fault:
+    """An error answer as the Bot API gives it (``parameters`` as ResponseParameters)."""
+    body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+    if parameters:
+        body["parameters"] = parameters
+    return answer(status, body)
+
+
+TEXT_MAX = 4096  # characters in one message; longer: 400 "message is too long"
+TOO_LONG = telegram_error(400, "Bad Request: message is too long")
+KICKED = telegram_error(403, "Forbidden: bot was kicked from the supergroup chat")
+
+
+def migrated(to_chat: int) -> Fault:
+    """What the Bot API answers for a group that became the supergroup ``to_chat``."""
+    return telegram_error(
+        400, "Bad Request: group chat was upgraded to a supergroup chat", migrate_to_chat_id=to_chat
+    )
+
+
 BOT_ID = 4242
 BOT_USERNAME = "whatsmate_test_bot"
 
@@ -491,6 +516,7 @@ class FakeTelegram(HttpServer):
         self._new_update = asyncio.Event()
         self._confirmed = 0
         self._polling: dict[str, int] = {}  # replica tag -> getUpdates in progress
+        self._refusing: dict[int, Fault] = {}  # chat id -> how Telegram refuses it, for good
         self.conflicts = 0  # getUpdates while another replica's was in progress (409)
 
     @property
@@ -507,6 +533,11 @@ class FakeTelegram(HttpServer):
             "base_url": f"{self.url}/r{name}/bot",
             "base_file_url": f"{self.url}/r{name}/file/bot",
         }
+
+    def refuse(self, chat_id: int, fault: Fault) -> None:
+        """From now on every call naming ``chat_id`` gets ``fault``'s answer (``KICKED``,
+        ``migrated(...)``), as Telegram answers for a chat the bot can no longer use."""
+        self._refusing[chat_id] = fault
 
     def pollers(self) -> set[str]:
         """The replicas that have called getUpdates."""
@@ -586,6 +617,12 @@ class FakeTelegram(HttpServer):
             if s.method == "sendMessage" and (chat is None or s.chat_id == chat)
         ]
 
+    def attempts(self, method: str, chat: int) -> int:
+        """Calls of ``method`` into ``chat``, answered or not (refused, dropped, held)."""
+        return sum(
+            1 for r in self.calls(f"/{method}$") if str(_form(r).get("chat_id")) == str(chat)
+        )
+
     async def wait_replies(
         self, count: int, chat: int | None = None, timeout: float = 10.0
     ) -> list[Sent]:
@@ -617,6 +654,11 @@ class FakeTelegram(HttpServer):
         handler = getattr(self, f"api_{method}", None)
         if handler is None:
             return HttpResponse.of_json({"ok": True, "result": True})
+        refusal = self._refusing.get(int(params.get("chat_id") or 0))
+        if method == "sendMessage" and len(str(params.get("text", ""))) > TEXT_MAX:
+            refusal = TOO_LONG
+        if refusal is not None and refusal.response is not None:
+            return refusal.response
         result = await handler(params)
         await self.notify()
         return HttpResponse.of_json({"ok": True, "result": result})

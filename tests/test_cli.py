@@ -203,3 +203,18 @@ async def test_secrets_with_a_trailing_newline_work_end_to_end(make_bot: BotUnde
 async def test_a_token_with_a_trailing_newline_polls(make_bot: BotUnderTest) -> None:
     bot = await make_bot.start(telegram={"token": f"{make_bot.telegram.token}\n"})
     assert await bot.reply_text("/whoami") == f"You are {ADMIN} (admin) in chat {ADMIN}."
+
+
+async def test_demo_shows_the_paging_loop() -> None:
+    stdin = b"/simulate-alert\n/simulate-reply alice ack\n/incidents\n"
+    code, out, err = await run_cli("demo", stdin=stdin)
+    assert code == 0, err
+    assert "bot (post in chat -100500)> FIRING #1 HighCPU\n" in out
+    assert "bot (post in chat -100500)> [Acknowledge] (post #10001)" in out
+    assert (
+        '[sandbox got POST /v1/whatsapp/single/message/0 {"number": "4412345678", "message": '
+        '"FIRING #1 HighCPU: CPU above 90% on db-1 for 5 minutes\\nReply ACK to acknowledge"}]'
+    ) in out
+    assert "bot (post under post #10001)> paged alice on WhatsApp: queued" in out
+    assert "bot (post under post #10001)> acknowledged by alice on WhatsApp after 0s" in out
+    assert "— acknowledged by alice" in out.splitlines()[-1]

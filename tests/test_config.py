@@ -250,9 +250,20 @@ def test_the_compose_file_runs_two_replicas_on_one_database() -> None:
     for service in bots.values():
         assert service["environment"]["DATABASE_URL"].endswith("@db:5432/whatsmate")
         assert service["volumes"] == ["./replicas.yaml:/app/config.yaml:ro"]
-    env = {**ENV, "DATABASE_URL": "postgresql://whatsmate:x@db:5432/whatsmate"}
+    env = {
+        **ENV,
+        "DATABASE_URL": "postgresql://whatsmate:x@db:5432/whatsmate",
+        "WHATSMATE_ALERTS_SECRET": "a" * 20,
+    }
     config = load_config(Path("deploy/replicas.yaml"), env)
     assert config.database_url == env["DATABASE_URL"] and config.http.port == 8080
+    assert config.alerts is not None
+    assert config.alerts.alertmanager_url == "http://alertmanager:9093"
+    manager = compose["services"]["alertmanager"]
+    assert manager["volumes"] == ["./alertmanager.yml:/etc/alertmanager/template.yml:ro"]
+    routed = yaml.safe_load(Path("deploy/alertmanager.yml").read_text())
+    urls = [hook["url"] for hook in routed["receivers"][0]["webhook_configs"]]
+    assert urls == [f"http://{bot}:8080/alerts/__ALERTS_SECRET__" for bot in sorted(bots)]
 
 
 # -- secrets: never shown, whitespace stripped; database URLs checked and redacted -------
@@ -374,3 +385,142 @@ def test_logs_redact_passwords_in_urls_whatever_their_length(line: str, hidden: 
     get_logger("test").error("database_problem", detail=line)
     logged = json.loads(stream.getvalue())["detail"]
     assert hidden not in logged and "[REDACTED]" in logged
+
+
+ALERTS = {
+    "secret": "alerts-secret-0123456789",
+    "chat": -100500,
+    "routes": [{"match": {"severity": "critical"}, "escalation": "primary"}],
+    "escalations": {
+        "primary": {
+            "steps": [
+                {"page": "alice"},
+                {"wait": "5m"},
+                {"page": "4477009001", "via": "telegram"},
+                {"wait": "1s"},
+                {"page": "oncall"},
+            ],
+            "repeat": 1,
+        }
+    },
+}
+BOOK = {"contacts": {"alice": "4412345678"}, "groups": {"oncall": ["alice", "4411112222"]}}
+
+
+def alerts(**changes: Any) -> dict[str, Any]:
+    return minimal(http={"port": 8080}, alerts={**ALERTS, **changes}, **BOOK)
+
+
+def primary(**changes: Any) -> dict[str, Any]:
+    return {"primary": {**ALERTS["escalations"]["primary"], **changes}}
+
+
+def test_alerts_config_resolves_steps_and_routes() -> None:
+    config = parse_config(alerts(alertmanager_url="http://alertmanager:9093/"), ENV)
+    assert config.alerts is not None
+    assert config.alerts.alertmanager_url == "http://alertmanager:9093"
+    assert config.alerts.notify_resolved is True
+    escalation = config.alerts.escalation_for({"severity": "critical", "job": "db"})
+    assert escalation is not None and escalation.repeat == 1
+    page, wait, tg, _, group = escalation.steps
+    assert [r.number for r in page.recipients] == ["4412345678"]  # type: ignore[union-attr]
+    assert wait.seconds == 300  # type: ignore[union-attr]
+    assert tg.channel is Channel.TELEGRAM  # type: ignore[union-attr]
+    assert [r.number for r in group.recipients] == ["4412345678", "4411112222"]  # type: ignore[union-attr]
+    assert len(escalation.chain) == 10
+    assert config.alerts.escalation_for({"severity": "warning"}) is None
+    assert "alerts-secret-0123456789" in config.secrets
+    assert "alerts-secret" not in repr(config.alerts)
+
+
+def test_alerts_secret_from_the_environment_stripped() -> None:
+    raw = alerts()
+    del raw["alerts"]["secret"]
+    config = parse_config(raw, {**ENV, "WHATSMATE_ALERTS_SECRET": "s" * 20 + "\n"})
+    assert config.alerts is not None and config.alerts.secret == "s" * 20
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (minimal(alerts=ALERTS, **BOOK), "http.port"),
+        (alerts(secret="short-secret"), "alerts.secret"),
+        (alerts(secret="x" * 15 + "/"), "alerts.secret"),
+        (alerts(secret=12345678901234567890), "alerts.secret"),
+        (alerts(secret=""), "alerts.secret"),
+        (alerts(chat=None), "alerts.chat"),
+        (alerts(chats=[1]), "alerts.chats"),
+        (alerts(notify_resolved="yes"), "alerts.notify_resolved"),
+        (alerts(alertmanager_url="alertmanager:9093"), "alerts.alertmanager_url"),
+        (
+            alerts(routes=[{"match": {}, "escalation": "secondary"}]),
+            "alerts.routes[0].escalation",
+        ),
+        (alerts(routes={"match": {}}), "alerts.routes"),
+        (
+            alerts(routes=[{"match": {"x": [1]}, "escalation": "primary"}]),
+            "alerts.routes[0].match.x",
+        ),
+        (alerts(routes=[{"escalation": "primary", "when": 1}]), "alerts.routes[0].when"),
+        (alerts(escalations=primary(repeat=6)), "alerts.escalations.primary.repeat"),
+        (alerts(escalations=primary(repeat=-1)), "alerts.escalations.primary.repeat"),
+        (alerts(escalations=primary(steps=[])), "alerts.escalations.primary.steps"),
+        (
+            alerts(escalations=primary(steps=[{"wait": "0s"}])),
+            "alerts.escalations.primary.steps[0].wait",
+        ),
+        (
+            alerts(escalations=primary(steps=[{"wait": "2d"}])),
+            "alerts.escalations.primary.steps[0].wait",
+        ),
+        (
+            alerts(escalations=primary(steps=[{"wait": "soon"}])),
+            "alerts.escalations.primary.steps[0].wait",
+        ),
+        (
+            alerts(escalations=primary(steps=[{"page": "nobody"}])),
+            "alerts.escalations.primary.steps[0].page",
+        ),
+        (
+            alerts(escalations=primary(steps=[{"page": "12"}])),
+            "alerts.escalations.primary.steps[0].page",
+        ),
+        (
+            alerts(escalations=primary(steps=[{"page": "alice", "via": "sms"}])),
+            "alerts.escalations.primary.steps[0].via",
+        ),
+        (
+            alerts(escalations=primary(steps=[{"page": "alice", "wait": "1m"}])),
+            "alerts.escalations.primary.steps[0]",
+        ),
+        (
+            alerts(escalations=primary(steps=[{"wait": "1m", "via": "telegram"}])),
+            "alerts.escalations.primary.steps[0].via",
+        ),
+        (alerts(escalations=primary(retry=1)), "alerts.escalations.primary.retry"),
+    ],
+)
+def test_alerts_errors_name_the_key(raw: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, ENV)
+    assert caught.value.key == key
+    assert "\n" not in str(caught.value)
+    secret = raw["alerts"].get("secret")
+    if secret:
+        assert str(secret) not in str(caught.value)
+
+
+def test_alerts_without_a_secret_names_the_variable() -> None:
+    raw = alerts()
+    del raw["alerts"]["secret"]
+    with pytest.raises(ConfigError, match="WHATSMATE_ALERTS_SECRET"):
+        parse_config(raw, ENV)
+
+
+def test_the_example_alerts_section_loads(tmp_path: Path) -> None:
+    lines = Path("config.example.yaml").read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("# alerts:")))
+    section = "\n".join(line[2:] for line in lines[start:])
+    raw = {**yaml.safe_load(Path("config.example.yaml").read_text()), **yaml.safe_load(section)}
+    config = parse_config(raw, {**ENV, "WHATSMATE_ALERTS_SECRET": "a" * 16})
+    assert config.alerts is not None and set(config.alerts.escalations) == {"primary", "team"}

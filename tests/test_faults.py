@@ -14,7 +14,7 @@ from bot.errors import StorageUnavailable
 from bot.replies import DATABASE_AWAY
 from bot.vocabulary import Outcome
 from tests.conftest import ADMIN, TEAM, USER, BotUnderTest, free_port
-from tests.fakes import BOT_USERNAME, DROP, HANG, TAKEN, FakeWhatsMate, answer, delay
+from tests.fakes import BOT_USERNAME, DROP, HANG, TAKEN_THEN_DROP, FakeWhatsMate, answer, delay
 
 SLOW = {"whatsmate": {"timeout_s": 0.3}}
 
@@ -227,7 +227,7 @@ async def test_long_replies_are_split_on_lines_not_cut(bot: BotUnderTest) -> Non
 async def test_a_reply_telegram_took_but_whose_answer_was_lost_is_the_only_answer(
     bot: BotUnderTest,
 ) -> None:
-    bot.telegram.fail("/sendMessage$", TAKEN)
+    bot.telegram.fail("/sendMessage$", TAKEN_THEN_DROP)
     (reply,) = await bot.say("/wa alice hello")
     assert reply.text == "WhatsApp (instance 0)\nalice: queued"
     (second,) = await bot.say("/whoami")

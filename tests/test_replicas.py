@@ -34,7 +34,7 @@ from tests.conftest import (
     merge,
     start_bot_process,
 )
-from tests.fakes import HOLD, TAKEN, FakeTelegram, FakeWhatsMate
+from tests.fakes import HOLD, TAKEN_THEN_DROP, FakeTelegram, FakeWhatsMate
 from tests.postgres import PostgresServer
 
 HOOK_SECRET = "hook-secret-123"
@@ -437,7 +437,7 @@ async def test_a_recovery_answer_whose_reply_was_lost_is_not_posted_again_nor_st
     one = telegram.undelivered("/wa alice one", user=USER, chat=TEAM)
     two = telegram.undelivered("/wa bob two", user=USER, chat=TEAM)
     await journal(database_url, make_bot.clock.now(), "{not an update", one, two)
-    telegram.fail("/sendMessage$", TAKEN)  # the first answer is taken, its reply lost
+    telegram.fail("/sendMessage$", TAKEN_THEN_DROP)  # the first answer is taken, its reply lost
     bot = await make_bot.start(database={"url": database_url})  # recovered, then polls
     assert bot.runtime is not None
     replies = [r.text.splitlines()[0] for r in telegram.replies(TEAM)]

@@ -227,7 +227,7 @@ async def test_a_sqlite_file_of_before_is_migrated_in_place(
     try:
         entry = AuditEntry(-1, 7, "/wa", ("4412345678",), Outcome.OK, "queued", 1.5)
         assert await storage.recent_audit(5, None) == [entry]
-        (waiting,) = await storage.claim_inbound(-100, 10.0, 15)
+        (waiting,) = (await storage.claim_inbound(-100, 10.0, 15, "a")).messages
         assert (waiting.channel, waiting.body) == (Channel.WHATSAPP, "hi")
         assert [e.update_id for e in await storage.unfinished_updates("b", 4.0)] == [5]
         await migrate(fresh)

@@ -12,7 +12,15 @@ import asyncpg
 import pytest
 
 from bot.errors import StorageUnavailable
-from bot.storage import Arrival, Storage, StoredPrompt, StoredSchedule, Thread
+from bot.storage import (
+    Arrival,
+    PostProgress,
+    Storage,
+    StoredPrompt,
+    StoredSchedule,
+    Taken,
+    Thread,
+)
 from bot.storage.postgres import PostgresDriver
 from bot.storage.sqlite import SqliteDriver
 from bot.vocabulary import AuditEntry, Channel, Outcome
@@ -82,11 +90,11 @@ async def test_inbound_outbox_threads_and_posts(storage: Storage) -> None:
     assert await accept(storage, "under the page", "d2") == -100
     assert await accept(storage, "under the page", "d2", NOW + 60) is None  # repeated
     assert await storage.waiting_chats() == {-1, -100}
-    taken = await storage.claim_inbound(-100, NOW, 15)
+    taken = (await storage.claim_inbound(-100, NOW, 15, "a")).messages
     assert [(m.body, m.reply_to) for m in taken] == [("under the page", 55)]
-    assert await storage.claim_inbound(-100, NOW + 1, 15) == []  # leased
-    await storage.lease_inbound([taken[0].id], None)  # given back
-    (again,) = await storage.claim_inbound(-100, NOW + 2, 15)
+    assert (await storage.claim_inbound(-100, NOW + 1, 15, "b")).messages == ()  # leased
+    assert await storage.lease_inbound([taken[0].id], "a", None)  # given back
+    (again,) = (await storage.claim_inbound(-100, NOW + 2, 15, "b")).messages
     await storage.mark_posted([again.id], 901, NOW + 3)
     assert await storage.waiting_chats() == {-1}
     assert await storage.find_post(-100, 901) is not None
@@ -96,8 +104,66 @@ async def test_inbound_outbox_threads_and_posts(storage: Storage) -> None:
 
 async def test_a_lease_that_ran_out_is_taken_again(storage: Storage) -> None:
     await accept(storage, "x", "d")
-    assert len(await storage.claim_inbound(-1, NOW, 15)) == 1
-    assert len(await storage.claim_inbound(-1, NOW + 16, 15)) == 1
+    assert len((await storage.claim_inbound(-1, NOW, 15, "a")).messages) == 1
+    assert len((await storage.claim_inbound(-1, NOW + 16, 15, "b")).messages) == 1
+
+
+async def test_a_lease_belongs_to_its_holder(storage: Storage) -> None:
+    """Only the replica holding a lease renews it, gives it back or records progress;
+    once it ran out and another took it, the first one's writes change nothing."""
+    await accept(storage, "x", "d")
+    (message,) = (await storage.claim_inbound(-1, NOW, 15, "a")).messages
+    ids, started = [message.id], PostProgress(0, True)
+    assert not await storage.lease_inbound(ids, "b", NOW + 20)
+    assert await storage.lease_inbound(ids, "a", NOW + 30)  # renewed: runs till NOW + 30
+    assert (await storage.claim_inbound(-1, NOW + 20, 15, "b")).messages == ()
+    assert (await storage.claim_inbound(-1, NOW + 31, 15, "b")).messages == (message,)
+    assert not await storage.lease_inbound(ids, "a", NOW + 50)  # taken over: stop posting
+    assert not await storage.lease_inbound(ids, "a", None)  # nor give away b's lease
+    assert not await storage.record_progress(ids, "a", started)
+    assert (await storage.claim_inbound(-1, NOW + 32, 15, "c")).messages == ()
+    assert await storage.record_progress(ids, "b", started)
+    await storage.mark_posted(ids, 7, NOW + 33)
+    assert not await storage.lease_inbound(ids, "b", NOW + 50)  # posted: nothing to hold
+
+
+async def test_a_started_post_comes_back_alone_with_its_progress(storage: Storage) -> None:
+    """Parts posted and a part that may have arrived are kept: the post goes on from
+    there, never merged with newer messages (its text must not change)."""
+    await accept(storage, "one", "d1")
+    await accept(storage, "two", "d2")
+    first = (await storage.claim_inbound(-1, NOW, 15, "a")).messages
+    ids = [m.id for m in first]
+    assert await storage.record_progress(ids, "a", PostProgress(1, True, 501))
+    assert await storage.lease_inbound(ids, "a", None)
+    await accept(storage, "three", "d3")
+    again = await storage.claim_inbound(-1, NOW + 1, 15, "b")
+    assert again == Taken(first, PostProgress(1, True, 501))
+    assert await storage.find_post(-1, 501) is not None  # its first part can be answered
+    await storage.mark_posted(ids, 501, NOW + 2)
+    await storage.mark_posted(ids, 999, NOW + 3)  # a late second mark keeps the first
+    assert await storage.find_post(-1, 999) is None
+    (third,) = (await storage.claim_inbound(-1, NOW + 4, 15, "b")).messages
+    assert third.body == "three"
+    assert await storage.record_progress([third.id], "b", PostProgress(0, False))
+    assert await storage.lease_inbound([third.id], "b", None)
+    assert (await storage.claim_inbound(-1, NOW + 5, 15, "a")).progress == PostProgress()
+
+
+async def test_a_refused_chat_hands_its_messages_on(storage: Storage) -> None:
+    await storage.record_threads(["4412345678"], Thread(-100, 55), NOW)
+    await accept(storage, "under the page", "d1")
+    taken = (await storage.claim_inbound(-100, NOW, 15, "a")).messages
+    ids = [m.id for m in taken]
+    assert await storage.record_progress(ids, "a", PostProgress(1, True, 601))
+    await storage.move_inbound(ids, -100, -200)
+    assert await storage.waiting_chats() == {-200}
+    moved = await storage.claim_inbound(-200, NOW + 1, 15, "a")
+    assert [(m.body, m.chat_id, m.reply_to) for m in moved.messages] == [
+        ("under the page", -200, None)
+    ]
+    assert moved.progress == PostProgress()  # from scratch in the new chat
+    assert await accept(storage, "later", "d2") == -1  # the thread into -100 is gone
 
 
 async def test_prompts_are_claimed_once(storage: Storage) -> None:
@@ -136,7 +202,7 @@ async def test_prune_drops_what_has_served_its_time(storage: Storage) -> None:
     await storage.finish_update(1)
     await storage.record_threads(["4412345678"], Thread(-100, 55), NOW)
     assert await accept(storage, "to post", "d1") == -100
-    (posted,) = await storage.claim_inbound(-100, NOW, 15)
+    (posted,) = (await storage.claim_inbound(-100, NOW, 15, "a")).messages
     await storage.mark_posted([posted.id], 901, NOW)
     assert await accept(storage, "still waiting", "d2") == -100
     await storage.save_prompt(StoredPrompt("tok", NOW, 7, "{}"))
@@ -149,9 +215,8 @@ async def test_prune_drops_what_has_served_its_time(storage: Storage) -> None:
     assert await storage.prune(NOW + 8 * DAY) == 3  # the update id, the post, the slot
     assert await storage.find_post(-100, 901) is None
     assert await storage.claim_slot("s1", "#1", NOW + 8 * DAY)
-    assert [m.body for m in await storage.claim_inbound(-100, NOW + 8 * DAY, 15)] == [
-        "still waiting"
-    ]  # never posted: kept however old
+    waiting = await storage.claim_inbound(-100, NOW + 8 * DAY, 15, "a")
+    assert [m.body for m in waiting.messages] == ["still waiting"]  # never posted: kept
 
 
 async def test_one_claim_wins_across_replicas(
@@ -169,9 +234,9 @@ async def test_one_claim_wins_across_replicas(
     assert sorted(deliveries, key=str) == [-1, None]
     await accept(first, "another", "de")
     taken = await asyncio.gather(
-        first.claim_inbound(-1, NOW, 15), second.claim_inbound(-1, NOW, 15)
+        first.claim_inbound(-1, NOW, 15, "a"), second.claim_inbound(-1, NOW, 15, "b")
     )
-    ids = [m.id for batch in taken for m in batch]
+    ids = [m.id for batch in taken for m in batch.messages]
     assert len(ids) == len(set(ids)) == 2  # every message taken, none by both
 
 

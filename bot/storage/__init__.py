@@ -17,9 +17,11 @@ from bot.storage.records import (
     InboundMessage,
     JournalEntry,
     LastRun,
+    PostProgress,
     PostRef,
     StoredPrompt,
     StoredSchedule,
+    Taken,
     Thread,
 )
 from bot.storage.sql import SqlStorage
@@ -36,10 +38,12 @@ __all__ = [
     "InboundMessage",
     "JournalEntry",
     "LastRun",
+    "PostProgress",
     "PostRef",
     "Storage",
     "StoredPrompt",
     "StoredSchedule",
+    "Taken",
     "Thread",
     "open_storage",
 ]

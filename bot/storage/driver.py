@@ -22,6 +22,7 @@ class Dialect:
     name: str
     id_column: str  # the {id} token of the schema: an integer key the database assigns
     skip_locked: str  # appended to a claim's SELECT: rows another transaction holds are skipped
+    for_update: str  # appended to a read-then-write SELECT: the rows are held until commit
     columns_sql: str  # the names of a table's columns (one row each), from the catalogue
     one_process: bool  # one process owns the database: whatever an earlier one held is free
 
@@ -33,6 +34,7 @@ Dialect.SQLITE = Dialect(
     name="sqlite",
     id_column="INTEGER PRIMARY KEY AUTOINCREMENT",
     skip_locked="",  # BEGIN IMMEDIATE: one writer at a time, nothing to skip
+    for_update="",  # nor to hold
     columns_sql="SELECT name FROM pragma_table_info(?)",
     one_process=True,
 )
@@ -40,6 +42,7 @@ Dialect.POSTGRES = Dialect(
     name="postgres",
     id_column="BIGSERIAL PRIMARY KEY",
     skip_locked=" FOR UPDATE SKIP LOCKED",
+    for_update=" FOR UPDATE",
     columns_sql="SELECT column_name FROM information_schema.columns"
     " WHERE table_schema = current_schema() AND table_name = ?",
     one_process=False,

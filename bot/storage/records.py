@@ -62,6 +62,29 @@ class InboundMessage:
 
 
 @dataclass(frozen=True)
+class PostProgress:
+    """How far the post of some inbound messages got, kept so that no part of it is
+    posted twice unmarked: a post that failed half-way goes on from the part that failed."""
+
+    parts_done: int = 0
+    maybe_sent: bool = False  # part ``parts_done`` was sent and its answer lost (or due)
+    first_id: int | None = None  # the message id of the post's first part, once posted
+
+    @property
+    def started(self) -> bool:
+        """Something of the post may be in the chat: its messages stay one post."""
+        return self.parts_done > 0 or self.maybe_sent
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Inbound messages one replica took to post, as one post, and how far it got."""
+
+    messages: tuple[InboundMessage, ...]
+    progress: PostProgress = PostProgress()
+
+
+@dataclass(frozen=True)
 class StoredPrompt:
     """A Send / Cancel prompt: who asked, when, and the request to run on Send (JSON)."""
 

@@ -113,6 +113,63 @@ MIGRATIONS: list[str] = [
         value BIGINT NOT NULL
     )
     """,
+    # 4: who holds the lease on an inbound message, and how far its post got (the parts
+    # done, the first part's id in post_id, whether the part in flight may be in the chat;
+    # batch: the messages of a post that started stay one post).
+    """
+    ALTER TABLE inbound ADD COLUMN holder TEXT;
+    ALTER TABLE inbound ADD COLUMN batch BIGINT;
+    ALTER TABLE inbound ADD COLUMN parts_done INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE inbound ADD COLUMN maybe_sent BOOLEAN NOT NULL DEFAULT FALSE
+    """,
+    # 5: incident paging (bot/storage/paging.py): incidents, the sends they owe (claimed
+    # before they are made), the posts they owe the chat.
+    """
+    CREATE TABLE incidents (
+        number {id},
+        grp TEXT NOT NULL,
+        is_open BOOLEAN NOT NULL,
+        due DOUBLE PRECISION,
+        opened_at DOUBLE PRECISION NOT NULL,
+        chat_id BIGINT NOT NULL,
+        post_id BIGINT,
+        state TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX incidents_open_group ON incidents (grp) WHERE is_open;
+    CREATE INDEX incidents_due ON incidents (due) WHERE due IS NOT NULL;
+    CREATE TABLE incident_sends (
+        id {id},
+        incident BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        written TEXT NOT NULL,
+        number TEXT NOT NULL,
+        gateway_group TEXT,
+        channel TEXT NOT NULL,
+        body TEXT,
+        state TEXT NOT NULL,
+        owner TEXT,
+        lease_until DOUBLE PRECISION,
+        outcome TEXT,
+        created DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX incident_sends_state ON incident_sends (state, id);
+    CREATE INDEX incident_sends_number ON incident_sends (number, incident);
+    CREATE TABLE incident_posts (
+        id {id},
+        incident BIGINT NOT NULL,
+        chat_id BIGINT NOT NULL,
+        opening BOOLEAN NOT NULL,
+        body TEXT NOT NULL,
+        line TEXT NOT NULL,
+        silence BOOLEAN NOT NULL,
+        posted DOUBLE PRECISION,
+        post_id BIGINT,
+        claimed_until DOUBLE PRECISION,
+        maybe_sent BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE INDEX incident_posts_waiting ON incident_posts (id) WHERE posted IS NULL
+    """,
 ]
 
 # Columns a SQLite file written before versions were kept may lack (added as it was read).

@@ -27,9 +27,11 @@ from bot.storage.records import (
     InboundMessage,
     JournalEntry,
     LastRun,
+    PostProgress,
     PostRef,
     StoredPrompt,
     StoredSchedule,
+    Taken,
     Thread,
 )
 from bot.storage.schema import migrate
@@ -57,6 +59,8 @@ KEPT: dict[str, tuple[str, float]] = {
 }
 AUDIT_COLUMNS = "at, chat_id, user_id, command, recipients, outcome, detail, job_ids"
 INBOUND_COLUMNS = "id, channel, number, body, chat_id, reply_to"
+# A message taken to post, with how far its post got (``PostProgress``).
+INBOUND_TAKEN = f"{INBOUND_COLUMNS}, batch, parts_done, maybe_sent, post_id"
 PROMPT_COLUMNS = "token, created, user_id, request"
 
 
@@ -92,6 +96,26 @@ def audit_entry(row: Iterable[Any]) -> AuditEntry:
 def _inbound(row: Sequence[Any]) -> InboundMessage:
     id_, channel, number, body, chat_id, reply_to = row
     return InboundMessage(id_, Channel(channel), number, body, chat_id, reply_to)
+
+
+def _one_post(free: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """Of the free rows waiting for a chat (``INBOUND_TAKEN``, by id), those to post now:
+    a post already started, alone (its text must not change), else all of them."""
+    batches = [row[6] for row in free if row[6] is not None]
+    return [row for row in free if row[6] == min(batches)] if batches else list(free)
+
+
+def _taken(rows: Sequence[Sequence[Any]]) -> Taken:
+    if not rows:
+        return Taken(())
+    _, _, _, _, _, _, _, parts_done, maybe_sent, first_id = rows[0]
+    progress = PostProgress(int(parts_done), bool(maybe_sent), first_id)
+    return Taken(tuple(_inbound(row[:6]) for row in rows), progress)
+
+
+def _marks(ids: Sequence[int]) -> str:
+    """``?, ?, ?``: one placeholder per id, for ``id IN (...)``."""
+    return ", ".join("?" * len(ids))
 
 
 async def _drop_expired(connection: Connection, table: str, now: float) -> int:
@@ -131,11 +155,10 @@ class SqlStorage:
 
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
-        self._claim_inbound = (
-            f"UPDATE inbound SET claimed_until = ? WHERE id IN (SELECT id FROM inbound"
-            " WHERE posted IS NULL AND chat_id = ? AND (claimed_until IS NULL"
-            f" OR claimed_until < ?) ORDER BY id{driver.dialect.skip_locked})"
-            f" RETURNING {INBOUND_COLUMNS}"
+        self._free_inbound = (
+            f"SELECT {INBOUND_TAKEN} FROM inbound WHERE posted IS NULL AND chat_id = ?"
+            " AND (claimed_until IS NULL OR claimed_until < ?)"
+            f" ORDER BY id{driver.dialect.skip_locked}"
         )
 
     @classmethod
@@ -146,7 +169,9 @@ class SqlStorage:
             if driver.dialect.one_process:
                 # One process owns this database: whatever an earlier process had taken
                 # to post and did not finish (it died) is free to post again.
-                await driver.execute("UPDATE inbound SET claimed_until = NULL WHERE posted IS NULL")
+                await driver.execute(
+                    "UPDATE inbound SET claimed_until = NULL, holder = NULL WHERE posted IS NULL"
+                )
         except BaseException:
             await driver.aclose()
             raise
@@ -316,27 +341,76 @@ class SqlStorage:
         rows = await self._driver.fetch("SELECT DISTINCT chat_id FROM inbound WHERE posted IS NULL")
         return {row[0] for row in rows}
 
-    async def claim_inbound(self, chat_id: int, now: float, lease_s: float) -> list[InboundMessage]:
-        """Take what waits for ``chat_id`` and is not taken (or whose taker's lease ran
-        out): no two callers, on any replica, get the same message while a lease runs."""
-        rows = await self._driver.fetch(self._claim_inbound, now + lease_s, chat_id, now)
-        return sorted((_inbound(row) for row in rows), key=lambda m: m.id)
+    async def claim_inbound(self, chat_id: int, now: float, lease_s: float, holder: str) -> Taken:
+        """Take, for ``holder``, what waits for ``chat_id`` and is not taken (or whose
+        taker's lease ran out): no two callers, on any replica, get the same message while
+        a lease runs. A post already started comes alone, with its progress."""
+        async with self._driver.transaction() as connection:
+            rows = _one_post(await connection.fetch(self._free_inbound, chat_id, now))
+            if rows:
+                ids = [row[0] for row in rows]
+                await connection.execute(
+                    f"UPDATE inbound SET claimed_until = ?, holder = ? WHERE id IN ({_marks(ids)})",
+                    now + lease_s, holder, *ids,
+                )  # fmt: skip
+        return _taken(rows)
 
-    async def lease_inbound(self, ids: Sequence[int], until: float | None) -> None:
-        """Extend the lease on taken messages (a slow post), or give them back (None)."""
-        await self._driver.executemany(
-            "UPDATE inbound SET claimed_until = ? WHERE id = ?", [(until, i) for i in ids]
-        )
+    async def lease_inbound(self, ids: Sequence[int], holder: str, until: float | None) -> bool:
+        """Extend ``holder``'s lease on taken messages (a slow post), or give them back
+        (None). False when ``holder`` no longer holds them (another replica took them
+        after the lease ran out, or they are posted): then it must stop posting them."""
+        keeper = holder if until is not None else None
+        return await self._held_update(ids, holder, "claimed_until = ?, holder = ?", until, keeper)
 
-    async def mark_posted(self, ids: Sequence[int], post_id: int, at: float) -> None:
-        """Posted as message ``post_id``: the bodies are dropped, the reference kept."""
+    async def record_progress(
+        self, ids: Sequence[int], holder: str, progress: PostProgress
+    ) -> bool:
+        """Keep how far the post of ``ids`` got: before each part is sent (it may be in the
+        chat from then on) and after a part that surely failed. False, nothing written,
+        unless ``holder`` still holds them."""
+        return await self._held_update(
+            ids, holder, "parts_done = ?, maybe_sent = ?, post_id = ?, batch = ?",
+            progress.parts_done, progress.maybe_sent, progress.first_id,
+            min(ids) if progress.started else None,
+        )  # fmt: skip
+
+    async def _held_update(
+        self, ids: Sequence[int], holder: str, assignments: str, *values: object
+    ) -> bool:
+        """``SET assignments`` on ``ids`` if ``holder`` holds them, unposted. One claim
+        takes a post's messages together, so they are held all or none."""
+        changed = await self._driver.execute(
+            f"UPDATE inbound SET {assignments} WHERE id IN ({_marks(ids)})"
+            " AND holder = ? AND posted IS NULL",
+            *values, *ids, holder,
+        )  # fmt: skip
+        return changed == len(ids)
+
+    async def mark_posted(self, ids: Sequence[int], post_id: int | None, at: float) -> None:
+        """Posted as message ``post_id`` (None: given up, every chat refused it): the
+        bodies are dropped, the reference kept. A message already marked keeps its mark
+        (another replica posted it first, after this one's lease ran out)."""
         # First, and in one piece that runs even if the poster is cancelled meanwhile (a
         # stop): a post not marked would be posted again.
         await self._driver.executemany(
-            "UPDATE inbound SET posted = ?, post_id = ?, body = NULL WHERE id = ?",
+            "UPDATE inbound SET posted = ?, post_id = ?, body = NULL"
+            " WHERE id = ? AND posted IS NULL",
             [(at, post_id, row_id) for row_id in ids],
         )
         await _drop_expired(self._driver, "inbound", at)
+
+    async def move_inbound(self, ids: Sequence[int], from_chat: int, to_chat: int) -> None:
+        """Telegram refuses ``from_chat`` for good: the messages go to ``to_chat``, from
+        scratch and under no message (a message id is the old chat's), free to take; the
+        threads into ``from_chat`` are dropped, so later answers go to ``inbound.chat``."""
+        async with self._driver.transaction() as connection:
+            await connection.execute(
+                "UPDATE inbound SET chat_id = ?, reply_to = NULL, batch = NULL, parts_done = 0,"
+                " maybe_sent = FALSE, post_id = NULL, claimed_until = NULL, holder = NULL"
+                f" WHERE id IN ({_marks(ids)}) AND posted IS NULL",
+                to_chat, *ids,
+            )  # fmt: skip
+            await connection.execute("DELETE FROM threads WHERE chat_id = ?", from_chat)
 
     async def find_post(self, chat_id: int, post_id: int) -> PostRef | None:
         rows = await self._driver.fetch(

@@ -1,0 +1,177 @@
+"""Incident posts into the chat: the opening post, replies under it, storms merged.
+
+What an incident owes the chat is stored first (``PagingStore`` posts outbox) and
+posted from there, like the bridge's inbound messages: the intake never waits for
+Telegram, a post survives a restart, and a replica that dies holding posts gives them up
+when its lease runs out. Telegram lets a bot post about 20 messages a minute in a group,
+and the front end keeps that limit by making ``post`` wait; whatever piles up meanwhile
+goes out as one post listing it all — each incident with ``/ack <n>`` instead of buttons
+— never dropped, never queued for minutes. Pages never pass through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from bot.bridge import PART_MAX, REPEAT_MARK, Button, Post
+from bot.clock import Clock
+from bot.errors import ChatRefused, PostFailed, PostMaybeSent
+from bot.logs import get_logger
+from bot.replies import split_text
+from bot.storage.paging import PagingStore, PostRow
+
+LEASE_S = 60.0  # a replica that takes posts holds them this long
+SCAN_EVERY_S = 5.0  # look for posts another replica stored (or left) this often
+log = get_logger("bot.paging.posts")
+
+
+def buttons_for(number: int, silence: bool) -> tuple[Button, ...]:
+    """Acknowledge, and Silence 1h when Alertmanager's API is configured."""
+    ack = Button("Acknowledge", f"incident:{number}:ack")
+    return (ack, Button("Silence 1h", f"incident:{number}:silence")) if silence else (ack,)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One post to make of the rows taken: which rows it carries and how it reads."""
+
+    rows: tuple[PostRow, ...]
+    chat_id: int
+    text: str
+    reply_to: int | None
+    buttons: tuple[Button, ...] = ()
+
+
+def plan(rows: Sequence[PostRow], allowance: int) -> Planned | None:
+    """The next post of what waits (oldest first); None when nothing can go yet.
+
+    Each opening post is a post of its own (with its buttons), and the replies of one
+    incident go under its post, while the chat's ``allowance`` of posts covers them;
+    beyond it everything waiting is merged into one post listing it all.
+    """
+    if not rows:
+        return None
+    chat = rows[0].chat_id
+    here = [r for r in rows if r.chat_id == chat]
+    opened = {r.incident for r in here if r.opening}
+    eligible = [r for r in here if r.opening or r.incident_post is not None or r.incident in opened]
+    units: dict[tuple[bool, int], list[PostRow]] = {}
+    for row in eligible:
+        if row.opening or row.incident not in opened:
+            units.setdefault((row.opening, row.incident), []).append(row)
+    if not units:
+        return None
+    if len(units) <= max(1, allowance):
+        (opening, _), first = next(iter(units.items()))
+        if opening:
+            (row,) = first
+            buttons = buttons_for(row.incident, row.silence)
+            return Planned((row,), chat, row.body, None, buttons)
+        text = "\n".join(r.body for r in first)
+        return Planned(tuple(first), chat, text, first[0].incident_post)
+    header = (
+        f"{len(eligible)} incident updates (merged under Telegram's limit; /incidents lists all):"
+    )
+    return Planned(tuple(eligible), chat, "\n".join([header, *(r.line for r in eligible)]), None)
+
+
+class IncidentPoster:
+    """Posts what the incidents owe the chat, now and whenever more is stored."""
+
+    def __init__(self, store: PagingStore, clock: Clock, per_minute: float = 20) -> None:
+        self._store = store
+        self._clock = clock
+        self._per_minute = per_minute
+        self._posted: dict[int, deque[float]] = defaultdict(deque)  # chat -> post times
+        self._wake = asyncio.Event()
+
+    def _allowance(self, chat: int) -> int:
+        """How many more posts the chat takes this minute (Telegram's group limit)."""
+        posted, now = self._posted[chat], time.monotonic()
+        while posted and posted[0] < now - 60:
+            posted.popleft()
+        return int(self._per_minute) - len(posted)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, post: Post) -> None:
+        """Until cancelled: post what is stored (whatever a restart left first)."""
+        await self._store.recover_posts()
+        self._wake.set()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(multiplier=0.5, max=30),
+        )
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SCAN_EVERY_S):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await self.post_all(post)
+            except Exception:  # pragma: no cover - tenacity retries until it works
+                log.exception("incident_posts_failed")
+
+    async def post_all(self, post: Post) -> None:
+        """Post everything that can go now (also the demo's one-shot way)."""
+        while True:
+            rows = await self._store.waiting_posts(self._clock.now())
+            planned = plan(rows, self._allowance(rows[0].chat_id) if rows else 0)
+            if planned is None:
+                return
+            taken = sorted(r.id for r in planned.rows)
+            if not await self._store.claim_posts(taken, self._clock.now(), LEASE_S):
+                continue  # another replica took some of them: look again
+            try:
+                post_id = await self._post(post, planned)
+            except ChatRefused as refused:
+                await self._refused(planned, refused)
+                continue
+            except PostMaybeSent:
+                await self._store.maybe_posted(taken)
+                log.warning("incident_post_may_have_arrived", chat=planned.chat_id)
+                raise
+            except PostFailed:
+                await self._store.release_posts(taken)
+                log.warning("incident_post_failed", chat=planned.chat_id, rows=len(taken))
+                raise
+            await self._store.mark_posted(planned.rows, post_id, self._clock.now())
+
+    async def _post(self, post: Post, planned: Planned) -> int:
+        """One post, in parts of at most a message each (the buttons under the last);
+        the first part's id. A post that may be in the chat already says so."""
+        again = any(row.maybe_sent for row in planned.rows)
+        parts = split_text(planned.text, PART_MAX)
+        first: int | None = None
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            message_id = await post(
+                planned.chat_id,
+                REPEAT_MARK + part if again else part,
+                planned.reply_to if index == 0 else None,
+                planned.buttons if last else (),
+            )
+            self._posted[planned.chat_id].append(time.monotonic())
+            first = message_id if first is None else first
+        assert first is not None
+        return first
+
+    async def _refused(self, planned: Planned, refused: ChatRefused) -> None:
+        """Telegram refuses the incident chat for good: what waits for it goes to the chat
+        it moved to, or is given up (logged) — never retried there forever."""
+        if refused.moved_to is not None:
+            log.warning("incident_chat_moved", chat=planned.chat_id, to_chat=refused.moved_to)
+            await self._store.move_posts(planned.chat_id, refused.moved_to)
+            return
+        log.error("incident_chat_refused", chat=planned.chat_id, reason=str(refused))
+        await self._store.mark_posted(planned.rows, None, self._clock.now())
