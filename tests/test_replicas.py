@@ -392,23 +392,29 @@ async def test_a_schedule_removed_on_one_replica_stops_on_every_replica(
         assert names(a) == {"s2"}
 
 
-async def journal(database_url: str, now: float, *updates: dict[str, Any] | str) -> None:
-    """Unfinished entries a dead poller left (a str: a payload no update can be read from)."""
+async def two_sends_a_dead_poller_left(
+    make_bot: BotUnderTest, database_url: str, *unreadable: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two /wa a dead poller journaled and did not finish, after ``unreadable`` entries
+    (payloads no update can be read from, ids 900…)."""
+    one = make_bot.telegram.undelivered("/wa alice one", user=USER, chat=TEAM)
+    two = make_bot.telegram.undelivered("/wa bob two", user=USER, chat=TEAM)
     storage = await Storage.open(await PostgresDriver.connect(database_url))
-    for number, update in enumerate(updates, start=900):
-        payload = update if isinstance(update, str) else json.dumps(update)
-        update_id = number if isinstance(update, str) else update["update_id"]
-        await storage.record_update(update_id, "dead", payload, now)
+    entries = [
+        *enumerate(unreadable, start=900),
+        *((u["update_id"], json.dumps(u)) for u in (one, two)),
+    ]
+    for update_id, payload in entries:
+        await storage.record_update(update_id, "dead", payload, make_bot.clock.now())
     await storage.aclose()
+    return one, two
 
 
 async def test_a_deposed_poller_stops_answering_its_recovery(
     make_bot: BotUnderTest, database_url: str
 ) -> None:
     telegram = make_bot.telegram
-    one = telegram.undelivered("/wa alice one", user=USER, chat=TEAM)
-    two = telegram.undelivered("/wa bob two", user=USER, chat=TEAM)
-    await journal(database_url, make_bot.clock.now(), one, two)
+    _, two = await two_sends_a_dead_poller_left(make_bot, database_url)
     telegram.fail("/sendMessage$", HOLD)  # the first recovery answer is on the wire
     bot = await make_bot.start(wait_for="/sendMessage$", database={"url": database_url})
     assert bot.runtime is not None
@@ -434,9 +440,7 @@ async def test_a_recovery_answer_whose_reply_was_lost_is_not_posted_again_nor_st
     make_bot: BotUnderTest, database_url: str
 ) -> None:
     telegram = make_bot.telegram
-    one = telegram.undelivered("/wa alice one", user=USER, chat=TEAM)
-    two = telegram.undelivered("/wa bob two", user=USER, chat=TEAM)
-    await journal(database_url, make_bot.clock.now(), "{not an update", one, two)
+    await two_sends_a_dead_poller_left(make_bot, database_url, "{not an update")
     telegram.fail("/sendMessage$", TAKEN_THEN_DROP)  # the first answer is taken, its reply lost
     bot = await make_bot.start(database={"url": database_url})  # recovered, then polls
     assert bot.runtime is not None
