@@ -15,7 +15,13 @@ import sys
 from collections.abc import Sequence
 
 from bot.config import Config, load_config
-from bot.errors import BotError, ConfigError, GatewayError, StorageUnavailable
+from bot.errors import (
+    BotError,
+    ConfigError,
+    GatewayError,
+    StorageUnavailable,
+    TelegramUnavailable,
+)
 from bot.logs import configure_logging, get_logger, redact
 from bot.vocabulary import Outcome
 
@@ -162,7 +168,7 @@ async def _exec(config: Config, text: str, confirmed: bool) -> int:
 def entry() -> None:
     try:
         sys.exit(main())
-    except StorageUnavailable as exc:  # the database is down: a failure, not a usage error
+    except (StorageUnavailable, TelegramUnavailable) as exc:  # down: a failure, not usage
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(EXIT_FAILURE)
     except BotError as exc:  # pragma: no cover - a last line of defence, one line only

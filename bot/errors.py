@@ -20,6 +20,8 @@ Callers catch by meaning, never by message text::
     ├── StorageUnavailable        the database did not take or answer a statement or
     │                             transaction (down, cut off, disk full, timeout), or
     │                             cannot be reached at start; raised by the drivers only
+    ├── TelegramUnavailable       Telegram could not be reached at start (after retries):
+    │                             the bot stops with one line, never a traceback
     ├── AlertmanagerError         Alertmanager did not make a silence; one line with its
     │                             HTTP status and words (or why it could not be reached)
     ├── LostPollerRole            the poller lease ran out while an update was handled:
@@ -120,6 +122,10 @@ class StorageUnavailable(BotError):
     cut off, SQLite's disk full or locked, a timeout), or could not be reached at start.
     Raised by the storage drivers, once, for every such failure: callers decide by
     meaning (the web server answers 503, a command "the bot's database is unreachable")."""
+
+
+class TelegramUnavailable(BotError):
+    """Telegram could not be reached when the bot started (after its retries)."""
 
 
 class AlertmanagerError(BotError):

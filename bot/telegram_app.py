@@ -43,7 +43,14 @@ from telegram import (
     Voice,
 )
 from telegram.constants import MessageLimit
-from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, TelegramError
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    TelegramError,
+)
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -57,6 +64,7 @@ from telegram.ext import (
     filters,
 )
 from telegram.request import HTTPXRequest
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from bot import commands
 from bot.bridge import Button
@@ -65,12 +73,14 @@ from bot.config import Config
 from bot.errors import (
     AttachmentError,
     ChatRefused,
+    ConfigError,
     InboundRejected,
     LimitExceeded,
     LostPollerRole,
     PostFailed,
     PostMaybeSent,
     StorageUnavailable,
+    TelegramUnavailable,
 )
 from bot.logs import get_logger
 from bot.replicas import POLL_TIMEOUT_S
@@ -233,7 +243,8 @@ class TelegramFrontend:
         self._inflight: dict[int, int] = {}  # update id -> term it is handled under (0: webhook)
         self._unrecorded: set[int] = set()  # could not be journaled: answered, never run
         self._unmarked: set[int] = set()  # handled, but "done" not stored yet
-        self.app = _application(runtime.config, rate_limiter, self.election.may_poll)
+        self._requests = (_request(TELEGRAM_POOL), _FencedRequest(self.election.may_poll))
+        self.app = _application(runtime.config, rate_limiter, self._requests)
         self._route(self.app)
 
     def _route(self, app: App) -> None:
@@ -658,14 +669,39 @@ class TelegramFrontend:
     # -- what the lifecycle drives (``lifecycle.FrontEnd``) ------------------------------
 
     async def start(self) -> None:
-        """Ready to handle updates (none is taken in yet); the command menu registered."""
-        await self.app.initialize()
+        """Ready to handle updates (none is taken in yet); the command menu registered.
+
+        The first call (``getMe``) is retried while Telegram cannot be reached, for
+        ``STARTUP_RETRY_S``; a token Telegram rejects is a config error. Either way the
+        bot stops with one line — never a traceback, which would print the token.
+        """
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(NetworkError),
+                stop=stop_after_delay(STARTUP_RETRY_S),
+                wait=wait_exponential(multiplier=0.5, max=5),
+                reraise=True,
+            ):
+                with attempt:
+                    await self.app.initialize()
+        except InvalidToken:
+            await self._close_requests()
+            raise ConfigError("telegram.token", "Telegram rejected the bot token") from None
+        except NetworkError as exc:
+            await self._close_requests()
+            raise TelegramUnavailable(
+                f"cannot reach Telegram at telegram.base_url ({type(exc).__name__})"
+            ) from None
         try:
             await self.app.start()
         except BaseException:
             await self.app.shutdown()
             raise
         await _quietly(self.register_commands(self.app.bot))
+
+    async def _close_requests(self) -> None:
+        """An Application that never initialised does not close its clients itself."""
+        await asyncio.gather(*(r.shutdown() for r in self._requests), return_exceptions=True)
 
     async def stop(self) -> None:
         """Finish every update in flight, then close (polling has stopped by now)."""
@@ -780,11 +816,14 @@ async def _quietly(call: Any) -> Any:
         return None
 
 
+STARTUP_RETRY_S = 30.0  # how long start-up waits for Telegram to be reachable
 TELEGRAM_POOL = 256  # python-telegram-bot's default connection pool for bot methods
 
 
 def _application(
-    config: Config, rate_limiter: BaseRateLimiter[Any] | None, may_poll: Callable[[], bool]
+    config: Config,
+    rate_limiter: BaseRateLimiter[Any] | None,
+    requests: tuple[HTTPXRequest, HTTPXRequest],
 ) -> App:
     """python-telegram-bot's Application, on the bot's network stack, without handlers.
 
@@ -803,8 +842,8 @@ def _application(
         .base_file_url(config.telegram.base_file_url)
         .concurrent_updates(True)
         .rate_limiter(limiter)
-        .request(_request(TELEGRAM_POOL))
-        .get_updates_request(_FencedRequest(may_poll))
+        .request(requests[0])
+        .get_updates_request(requests[1])
         .updater(None)
     )
     app: App = builder.build()

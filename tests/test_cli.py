@@ -8,8 +8,12 @@ import sys
 
 import pytest
 
+from bot import telegram_app
+from bot.config import load_config
+from bot.errors import TelegramUnavailable
+from bot.runtime import open_runtime
 from tests.conftest import ADMIN, ENV, BotUnderTest, free_port, start_bot_process
-from tests.fakes import HANG, delay
+from tests.fakes import HANG, answer, delay
 
 
 async def run_cli(
@@ -218,3 +222,32 @@ async def test_demo_shows_the_paging_loop() -> None:
     assert "bot (post under post #10001)> paged alice on WhatsApp: queued" in out
     assert "bot (post under post #10001)> acknowledged by alice on WhatsApp after 0s" in out
     assert "— acknowledged by alice" in out.splitlines()[-1]
+
+
+async def test_a_token_telegram_rejects_is_one_line_without_the_token(
+    make_bot: BotUnderTest,
+) -> None:
+    telegram = make_bot.telegram
+    telegram.fail("/getMe$", answer(401, {"ok": False, "error_code": 401,
+                                         "description": "Unauthorized"}))  # fmt: skip
+    path = make_bot.write_config()
+    code, out, err = await run_cli("run", "--config", str(path), timeout=30)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if not line.startswith("{")]  # log events
+    assert lines == ["config error: telegram.token: Telegram rejected the bot token"]
+    assert telegram.token not in err and telegram.token.split(":")[1] not in out + err
+    assert "Traceback" not in err and "Unclosed" not in err
+
+
+async def test_a_telegram_out_of_reach_at_start_is_one_error(
+    make_bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(telegram_app, "STARTUP_RETRY_S", 0.0)
+    closed = f"http://127.0.0.1:{free_port()}/bot"
+    path = make_bot.write_config(telegram={"base_url": closed})
+    config = load_config(path, {"TEST_TG_TOKEN": make_bot.telegram.token})
+    async with open_runtime(config, serving=True) as runtime:
+        frontend = telegram_app.TelegramFrontend(runtime)
+        with pytest.raises(TelegramUnavailable) as raised:
+            await frontend.start()
+    assert str(raised.value) == "cannot reach Telegram at telegram.base_url (NetworkError)"
