@@ -173,6 +173,9 @@ async def test_nobody_answers_every_step_and_repeat_in_order(pager: BotUnderTest
         (WA, {"number": ALICE, "message": page(1)}),
         (TG, {"number": BOB, "message": page(1)}),
     ]
+    await settled(pager)
+    assert not any("nobody acknowledged" in p.text for p in pager.telegram.replies(TEAM))
+    await advance(pager, 300)  # bob's page, the last, had the chain's last wait to be answered
     await pager.telegram.wait_for(
         lambda: any("nobody acknowledged" in p.text for p in pager.telegram.replies(TEAM))
     )

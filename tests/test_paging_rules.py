@@ -137,10 +137,20 @@ def test_every_step_and_repeat_in_order_then_nobody_acknowledged() -> None:
         (1300.0, ["bob", "Telegram"]),
         (1300.0, ["alice", "WhatsApp"]),  # the repeat starts at once: no wait between rounds
         (1600.0, ["bob", "Telegram"]),
-        (1600.0, ["Reply"]),
+        (1900.0, ["Reply"]),  # the last page gets the chain's last wait to be answered
     ]
     assert incident.exhausted
     assert rules.state_text(incident, 6, now) == "nobody acknowledged"
+
+
+def test_a_chain_of_one_page_gives_it_time_to_be_answered() -> None:
+    team = Escalation("team", (PageStep("alice", (ALICE,)),))
+    incident = rules.open_incident(4, firing("db-1"), team, 1000.0, can_silence=False).incident
+    paged = rules.run_step(incident, team.chain, 1000.0, text_limit=None)
+    assert [type(e) for e in paged.effects] == [rules.Page]
+    assert paged.incident.due == 1000.0 + rules.ANSWER_WINDOW_S  # not "nobody" at once
+    (verdict,) = rules.run_step(paged.incident, team.chain, 1300.0, text_limit=None).effects
+    assert isinstance(verdict, rules.Reply) and "nobody acknowledged" in verdict.text
 
 
 def test_page_text_is_cut_to_the_channel_limit() -> None:

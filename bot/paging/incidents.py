@@ -28,6 +28,7 @@ from bot.vocabulary import Channel
 
 LISTED_ALERTS = 10  # the opening post names this many alerts, then "and N more"
 ACK_HINT = "Reply ACK to acknowledge"
+ANSWER_WINDOW_S = 300.0  # a chain with no wait gives its last page this long to be answered
 
 
 @dataclass(frozen=True)
@@ -301,13 +302,22 @@ def _names(alerts: Sequence[Alert], common: Mapping[str, str]) -> dict[str, str]
 
 
 def _cursor(chain: Sequence[EscalationStep], start: int, now: float) -> tuple[int, float]:
-    """The next page at or after ``start`` and when it is due: the waits before it added."""
+    """The next page at or after ``start`` and when it is due: the waits before it added.
+
+    Past the last step, the due time is when "nobody acknowledged" is said: a chain that
+    ends on a page still gives its last recipient time to answer — as long as the chain's
+    last wait, or ``ANSWER_WINDOW_S`` when it has none — rather than giving up the instant
+    the page leaves.
+    """
     due, step = now, start
     while step < len(chain) and isinstance(chain[step], WaitStep):
         wait = chain[step]
         assert isinstance(wait, WaitStep)
         due += wait.seconds
         step += 1
+    if step == len(chain) and start > 0 and due == now:
+        waits = [s.seconds for s in chain if isinstance(s, WaitStep)]
+        due += waits[-1] if waits else ANSWER_WINDOW_S
     return step, due
 
 
