@@ -681,8 +681,10 @@ async def _result_of(work: Awaitable[Result]) -> Result:
         return await work
     except UsageError as exc:
         return Result(Reply(str(exc), Outcome.USAGE), "usage")
-    except (RecipientError, LimitExceeded) as exc:
-        return Result(Reply(f"Not sent: {exc}.", Outcome.USAGE), type(exc).__name__)
+    except RecipientError as exc:
+        return Result(Reply(f"Not sent: {exc}.", Outcome.USAGE), "bad recipient")
+    except LimitExceeded as exc:
+        return Result(Reply(f"Not sent: {exc}.", Outcome.USAGE), "over a limit")
     except AttachmentError as exc:
         text = f"Not sent: could not fetch the file: {exc}."
         return Result(Reply(text, Outcome.ERROR), str(exc))
