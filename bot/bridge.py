@@ -119,6 +119,21 @@ def parse_inbound(raw: bytes) -> tuple[str, str]:
     return digits, message
 
 
+async def until_stored(what: str, write: Callable[[], Awaitable[T]]) -> T:
+    """``write()``, tried again until the database takes it: a post in the chat whose
+    record is lost would be posted again when its lease runs out (the bridge's and the
+    incident posts' "posted" writes)."""
+
+    def failed(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(f"{what}_not_stored", attempt=state.attempt_number, error=repr(error))
+
+    retrying = AsyncRetrying(
+        wait=wait_exponential(multiplier=0.1, max=2), before_sleep=failed, reraise=True
+    )
+    return await retrying(write)
+
+
 class Bridge:
     """Accepts inbound messages into ``Storage`` and posts them into the chat."""
 
@@ -274,7 +289,7 @@ class Bridge:
             text = REPEAT_MARK + parts[index] if done.maybe_sent else parts[index]
             sending = PostProgress(index, True, done.first_id)
             record = partial(self._storage.record_progress, ids, self._holder, sending)
-            if lost.is_set() or not await self._until_stored("post_progress", record):
+            if lost.is_set() or not await until_stored("post_progress", record):
                 log.warning("post_lease_lost", chat=chat, messages=len(ids))
                 return  # another replica holds these now: it posts them (marked)
             try:
@@ -289,20 +304,7 @@ class Bridge:
                 raise
             done = PostProgress(index + 1, False, done.first_id or message_id)
         mark = partial(self._storage.mark_posted, ids, done.first_id, self._clock.now())
-        await self._until_stored("mark_posted", mark)
-
-    async def _until_stored(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
-        """``write()``, tried again until the database takes it: a post in the chat whose
-        record is lost would be posted again when the lease runs out."""
-
-        def failed(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            log.warning(f"{what}_not_stored", attempt=state.attempt_number, error=repr(error))
-
-        retrying = AsyncRetrying(
-            wait=wait_exponential(multiplier=0.1, max=2), before_sleep=failed, reraise=True
-        )
-        return await retrying(write)
+        await until_stored("mark_posted", mark)
 
     async def _renew(self, ids: list[int], lost: asyncio.Event) -> None:
         """Hold the lease on ``ids`` while their post is under way; a failed renewal is
@@ -335,12 +337,10 @@ class Bridge:
         if target is None:
             log.error("post_refused_everywhere", chat=chat, messages=len(ids), reason=str(refused))
             given_up = partial(self._storage.mark_posted, ids, None, self._clock.now())
-            await self._until_stored("mark_posted", given_up)
+            await until_stored("mark_posted", given_up)
             return
         log.warning("post_chat_refused", chat=chat, to_chat=target, reason=str(refused))
-        await self._until_stored(
-            "post_moved", partial(self._storage.move_inbound, ids, chat, target)
-        )
+        await until_stored("post_moved", partial(self._storage.move_inbound, ids, chat, target))
         self._wake.set()  # the chat it went to gets a worker
 
     def compose(self, messages: Sequence[InboundMessage]) -> Composed:

@@ -13,9 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.errors import StorageUnavailable
+from bot.paging import posts as paging_posts
 from tests.alertmanager import webhook_alert, webhook_body
 from tests.conftest import ADMIN, STRANGER, TEAM, USER, BotUnderTest, free_port
-from tests.fakes import HANG, TAKEN_THEN_DROP, Sent, migrated
+from tests.fakes import HANG, HOLD, TAKEN_THEN_DROP, Sent, migrated
 
 SECRET = "alerts-secret-0123456789"
 INBOUND = "inbound-secret-0123456789"
@@ -517,3 +519,69 @@ async def test_a_chat_that_moved_gets_the_incident(pager: BotUnderTest) -> None:
     await notify(pager, firing("db-1"))
     (post,) = await pager.telegram.wait_replies(1, -100999, timeout=20)
     assert post.text == OPENING
+
+
+async def test_marking_a_post_done_is_retried_and_the_post_never_doubled(
+    pager: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses "posted" once: it is written again until stored, so the
+    claim running out later never posts the opening a second (unmarked) time."""
+    assert pager.runtime is not None and pager.runtime.pager is not None
+    store = pager.runtime.pager._store
+    real, stored, calls = store.mark_posted, asyncio.Event(), []
+
+    async def flaky(*args: Any, **kwargs: Any) -> None:
+        calls.append(args)
+        if len(calls) == 1:
+            raise StorageUnavailable("database away for a moment")
+        await real(*args, **kwargs)
+        stored.set()
+
+    monkeypatch.setattr(store, "mark_posted", flaky)
+    await notify(pager, firing("db-1"))
+    await pager.wait_logged("incident_post_marked_not_stored")
+    await asyncio.wait_for(stored.wait(), 10)
+    pager.clock.advance(61)  # past the 60 s claim
+    pager.runtime.pager.poster.wake()
+    await notify(pager, resolved("db-1"))  # one more post: the poster has looked again
+    await pager.telegram.wait_for(
+        lambda: any("resolved" in p.text for p in pager.telegram.replies(TEAM))
+    )
+    openings = [p.text for p in pager.telegram.replies(TEAM) if p.text.startswith("FIRING")]
+    assert openings == [OPENING]
+
+
+async def test_a_post_held_back_keeps_its_claim(
+    pager: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The front end holds a post back (Telegram's limit) past the 60 s claim: the claim
+    is renewed meanwhile, so another replica's poster finds nothing to take."""
+    monkeypatch.setattr(paging_posts, "RENEW_EVERY_S", 0.05)
+    assert pager.runtime is not None and pager.runtime.pager is not None
+    store = pager.runtime.pager._store
+    renewed = asyncio.Event()
+    real = store.renew_posts
+
+    async def renew(*args: Any) -> bool:
+        held = await real(*args)
+        renewed.set()
+        return held
+
+    monkeypatch.setattr(store, "renew_posts", renew)
+    pager.telegram.fail("/sendMessage$", HOLD)
+    await notify(pager, firing("db-1"))
+    await pager.telegram.wait_for(lambda: bool(pager.telegram.calls("/sendMessage$")))
+    pager.clock.advance(61)
+    renewed.clear()
+    await asyncio.wait_for(renewed.wait(), 10)  # a renewal after the jump
+    other: list[str] = []
+
+    async def post(chat_id: int, text: str, reply_to: int | None, buttons: Any = ()) -> int:
+        other.append(text)
+        return 1
+
+    await paging_posts.IncidentPoster(store, pager.clock).post_all(post)
+    assert other == []
+    pager.telegram.release()
+    await pager.telegram.wait_replies(1, TEAM)
+    assert [p.text for p in pager.telegram.replies(TEAM)] == [OPENING]

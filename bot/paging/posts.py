@@ -3,8 +3,12 @@
 What an incident owes the chat is stored first (``PagingStore`` posts outbox) and
 posted from there, like the bridge's inbound messages: the intake never waits for
 Telegram, a post survives a restart, and a replica that dies holding posts gives them up
-when its lease runs out. Telegram lets a bot post about 20 messages a minute in a group,
-and the front end keeps that limit by making ``post`` wait; whatever piles up meanwhile
+when its lease runs out. The claim on what is being posted is renewed while the post
+is under way (a renewal that finds it taken stops the post), and "posted" is written
+with retries until it is stored (the bridge's ``until_stored``): a post in the chat
+whose record was lost would go out again, unmarked, when the claim ran out.
+Telegram lets a bot post about 20 messages a minute in a group, and the front end
+keeps that limit by making ``post`` wait; whatever piles up meanwhile
 goes out as one post listing it all — each incident with ``/ack <n>`` instead of buttons
 — never dropped, never queued for minutes. Pages never pass through here.
 """
@@ -17,17 +21,19 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from bot.bridge import PART_MAX, REPEAT_MARK, Button, Post
+from bot.bridge import PART_MAX, REPEAT_MARK, Button, Post, until_stored
 from bot.clock import Clock
 from bot.errors import ChatRefused, PostFailed, PostMaybeSent
 from bot.logs import get_logger
 from bot.replies import split_text
 from bot.storage.paging import PagingStore, PostRow
 
-LEASE_S = 60.0  # a replica that takes posts holds them this long
+LEASE_S = 60.0  # a replica that takes posts holds them this long, renewed
+RENEW_EVERY_S = LEASE_S / 3  # how often a claim is renewed while a post is under way
 SCAN_EVERY_S = 5.0  # look for posts another replica stored (or left) this often
 log = get_logger("bot.paging.posts")
 
@@ -130,30 +136,59 @@ class IncidentPoster:
             if planned is None:
                 return
             taken = sorted(r.id for r in planned.rows)
-            if not await self._store.claim_posts(taken, self._clock.now(), LEASE_S):
+            now = self._clock.now()
+            if not await self._store.claim_posts(taken, now, LEASE_S):
                 continue  # another replica took some of them: look again
+            lost = asyncio.Event()
+            renewing = asyncio.create_task(self._renew(taken, now + LEASE_S, lost))
             try:
-                post_id = await self._post(post, planned)
+                post_id = await self._post(post, planned, lost)
             except ChatRefused as refused:
                 await self._refused(planned, refused)
                 continue
             except PostMaybeSent:
-                await self._store.maybe_posted(taken)
+                await until_stored("post_maybe_sent", partial(self._store.maybe_posted, taken))
                 log.warning("incident_post_may_have_arrived", chat=planned.chat_id)
                 raise
             except PostFailed:
-                await self._store.release_posts(taken)
+                with contextlib.suppress(Exception):  # else the claim runs out by itself
+                    await self._store.release_posts(taken)
                 log.warning("incident_post_failed", chat=planned.chat_id, rows=len(taken))
                 raise
-            await self._store.mark_posted(planned.rows, post_id, self._clock.now())
+            finally:
+                renewing.cancel()
+            if post_id is None:
+                log.warning("incident_post_claim_lost", chat=planned.chat_id, rows=len(taken))
+                continue  # another replica holds these now: it posts them
+            done = partial(self._store.mark_posted, planned.rows, post_id, self._clock.now())
+            await until_stored("incident_post_marked", done)
 
-    async def _post(self, post: Post, planned: Planned) -> int:
+    async def _renew(self, ids: list[int], held: float, lost: asyncio.Event) -> None:
+        """Hold the claim on ``ids`` while their post is under way (the front end may hold
+        it back for Telegram's limit); a claim found taken by another replica stops it."""
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            until = self._clock.now() + LEASE_S
+            try:
+                held_still = await self._store.renew_posts(ids, held, until)
+            except Exception as exc:  # the database is away: try again, the claim still runs
+                log.warning("incident_post_renewal_failed", error=repr(exc))
+                continue
+            if not held_still:
+                lost.set()
+                return
+            held = until
+
+    async def _post(self, post: Post, planned: Planned, lost: asyncio.Event) -> int | None:
         """One post, in parts of at most a message each (the buttons under the last);
-        the first part's id. A post that may be in the chat already says so."""
+        the first part's id, or None when the claim was lost before a part went. A post
+        that may be in the chat already says so."""
         again = any(row.maybe_sent for row in planned.rows)
         parts = split_text(planned.text, PART_MAX)
         first: int | None = None
         for index, part in enumerate(parts):
+            if lost.is_set():
+                return None
             last = index == len(parts) - 1
             message_id = await post(
                 planned.chat_id,

@@ -428,6 +428,20 @@ class PagingStore:
             return False
         return True
 
+    async def renew_posts(self, ids: Sequence[int], held: float, until: float) -> bool:
+        """Hold the claim on these posts until ``until``: True while this caller still
+        holds every one of them (each is still claimed until ``held``, the end of this
+        caller's claim — a replica that took them since set an end of its own)."""
+        marks = ", ".join("?" * len(ids))
+        renewed = await self._db.execute(
+            f"UPDATE incident_posts SET claimed_until = ? WHERE id IN ({marks})"
+            " AND posted IS NULL AND claimed_until = ?",
+            until,
+            *ids,
+            held,
+        )
+        return renewed == len(ids)
+
     async def recover_posts(self) -> None:
         """At start: on SQLite one process owns the file, so posts an earlier process
         had taken and not finished (it died) are free to post again now."""
