@@ -225,7 +225,12 @@ def bot_parts(runtime: Runtime, frontend: FrontEnd) -> list[Part]:
         *(
             (
                 Task("escalation", pager.run),
-                Task("incident posts", lambda: pager.poster.run(frontend.post)),
+                Task(
+                    "incident posts",
+                    lambda: pager.poster.run(
+                        frontend.post, config.inbound.chat if config.inbound else None
+                    ),
+                ),
             )
             if pager is not None
             else ()

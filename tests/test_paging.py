@@ -17,7 +17,7 @@ from bot.errors import StorageUnavailable
 from bot.paging import posts as paging_posts
 from tests.alertmanager import webhook_alert, webhook_body
 from tests.conftest import ADMIN, STRANGER, TEAM, USER, BotUnderTest, free_port
-from tests.fakes import HANG, HOLD, TAKEN_THEN_DROP, Sent, migrated
+from tests.fakes import HANG, HOLD, KICKED, TAKEN_THEN_DROP, Sent, migrated
 
 SECRET = "alerts-secret-0123456789"
 INBOUND = "inbound-secret-0123456789"
@@ -585,3 +585,59 @@ async def test_a_post_held_back_keeps_its_claim(
     pager.telegram.release()
     await pager.telegram.wait_replies(1, TEAM)
     assert [p.text for p in pager.telegram.replies(TEAM)] == [OPENING]
+
+
+async def nothing_waits(bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until no incident post waits: looked at again after each write that ends or
+    moves posts (the database has no event to wait on)."""
+    assert bot.runtime is not None and bot.runtime.pager is not None
+    store, wrote = bot.runtime.pager._store, asyncio.Event()
+    for name in ("mark_posted", "give_up_posts", "move_posts"):
+        real = getattr(store, name)
+
+        async def written(*args: Any, real: Any = real) -> None:
+            await real(*args)
+            wrote.set()
+
+        monkeypatch.setattr(store, name, written)
+    bot.runtime.pager.poster.wake()
+    query = "SELECT id FROM incident_posts WHERE posted IS NULL"
+    async with asyncio.timeout(10):
+        while True:
+            wrote.clear()
+            if not await bot.runtime.storage.driver.fetch(query):
+                return
+            await wrote.wait()
+
+
+async def test_a_chat_refused_for_good_falls_back_to_inbound_chat(
+    pager: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot was removed from the incident chat: the incident goes to inbound.chat,
+    its replies under its post there, and later ones too."""
+    pager.telegram.refuse(TEAM, KICKED)
+    await notify(pager, firing("db-1"))
+    await sends(pager, 1)
+    opening, reply = await pager.telegram.wait_replies(2, ON_CALL)
+    assert opening.text == OPENING
+    assert (reply.text, reply.reply_to) == ("paged alice on WhatsApp: queued", opening.message_id)
+    await pager.wait_logged("incident_chat_moved")
+    await notify(pager, resolved("db-1"))
+    *_, last = await pager.telegram.wait_replies(3, ON_CALL)
+    assert last.reply_to == opening.message_id and "resolved" in last.text
+    await nothing_waits(pager, monkeypatch)
+
+
+async def test_every_chat_refused_gives_the_incident_posts_up(
+    pager: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused in the incident chat and in inbound.chat: the opening and its replies are
+    given up (logged), never left waiting — and never block later posts."""
+    pager.telegram.refuse(TEAM, KICKED)
+    pager.telegram.refuse(ON_CALL, KICKED)
+    await notify(pager, firing("db-1"))
+    await sends(pager, 1)
+    await pager.wait_logged("incident_chat_refused")
+    await settled(pager)
+    await nothing_waits(pager, monkeypatch)
+    assert pager.telegram.replies(TEAM) == [] and pager.telegram.replies(ON_CALL) == []

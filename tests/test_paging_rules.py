@@ -3,6 +3,7 @@ machine — (incident, event) -> (incident, effects) — with time as a plain nu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -242,21 +243,25 @@ def row(id_: int, incident: int, opening: bool, post: int | None = None) -> Post
 
 
 def test_within_the_allowance_each_opening_goes_alone_with_its_buttons() -> None:
-    planned = plan([row(1, 1, True), row(2, 2, True), row(3, 1, False)], allowance=20)
+    planned = plan([row(1, 1, True), row(2, 2, True), row(3, 1, False)], allowance=lambda chat: 20)
     assert planned is not None
     assert [r.id for r in planned.rows] == [1]
     assert [b.label for b in planned.buttons] == ["Acknowledge", "Silence 1h"]
 
 
 def test_replies_of_one_incident_go_under_its_post() -> None:
-    planned = plan([row(3, 1, False, post=77), row(4, 1, False, post=77)], allowance=20)
+    planned = plan(
+        [row(3, 1, False, post=77), row(4, 1, False, post=77)], allowance=lambda chat: 20
+    )
     assert planned is not None and planned.reply_to == 77 and len(planned.rows) == 2
-    assert plan([row(3, 1, False)], allowance=20) is None  # its opening is not posted yet
+    assert (
+        plan([row(3, 1, False)], allowance=lambda chat: 20) is None
+    )  # its opening is not posted yet
 
 
 def test_beyond_the_allowance_everything_is_merged_with_ack_commands() -> None:
     rows = [row(n, n, True) for n in range(1, 5)] + [row(9, 1, False)]
-    planned = plan(rows, allowance=3)
+    planned = plan(rows, allowance=lambda chat: 3)
     assert planned is not None and planned.buttons == () and planned.reply_to is None
     assert planned.text.splitlines() == [
         "5 incident updates (merged under Telegram's limit; /incidents lists all):",
@@ -266,3 +271,15 @@ def test_beyond_the_allowance_everything_is_merged_with_ack_commands() -> None:
         "FIRING #4 X — /ack 4",
         "#1: paged alice on WhatsApp: queued (9)",
     ]
+
+
+def test_a_chat_whose_posts_cannot_go_yet_never_holds_up_another() -> None:
+    waiting = [dataclasses.replace(row(n, 1, False), chat_id=-200) for n in range(1, 4)]
+    planned = plan([*waiting, row(9, 2, True)], allowance=lambda chat: 20)
+    assert planned is not None and planned.chat_id == -100 and [r.id for r in planned.rows] == [9]
+
+
+def test_an_orphan_reply_goes_on_its_own() -> None:
+    orphan = dataclasses.replace(row(3, 1, False), orphan=True)
+    planned = plan([orphan], allowance=lambda chat: 20)
+    assert planned is not None and planned.reply_to is None and planned.rows == (orphan,)

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -55,19 +55,29 @@ class Planned:
     buttons: tuple[Button, ...] = ()
 
 
-def plan(rows: Sequence[PostRow], allowance: int) -> Planned | None:
+def plan(rows: Sequence[PostRow], allowance: Callable[[int], int]) -> Planned | None:
     """The next post of what waits (oldest first); None when nothing can go yet.
 
-    Each opening post is a post of its own (with its buttons), and the replies of one
-    incident go under its post, while the chat's ``allowance`` of posts covers them;
-    beyond it everything waiting is merged into one post listing it all.
+    Chat by chat, in the order their oldest post waits (a chat whose posts cannot go yet
+    never holds up the others): each opening post is a post of its own (with its
+    buttons), and the replies of one incident go under its post (an orphan's on their
+    own), while the chat's ``allowance`` of posts covers them; beyond it everything
+    waiting is merged into one post listing it all.
     """
-    if not rows:
-        return None
-    chat = rows[0].chat_id
-    here = [r for r in rows if r.chat_id == chat]
+    for chat in dict.fromkeys(r.chat_id for r in rows):
+        planned = _plan_chat([r for r in rows if r.chat_id == chat], chat, allowance(chat))
+        if planned is not None:
+            return planned
+    return None
+
+
+def _plan_chat(here: Sequence[PostRow], chat: int, allowance: int) -> Planned | None:
     opened = {r.incident for r in here if r.opening}
-    eligible = [r for r in here if r.opening or r.incident_post is not None or r.incident in opened]
+    eligible = [
+        r
+        for r in here
+        if r.opening or r.orphan or r.incident_post is not None or r.incident in opened
+    ]
     units: dict[tuple[bool, int], list[PostRow]] = {}
     for row in eligible:
         if row.opening or row.incident not in opened:
@@ -97,6 +107,7 @@ class IncidentPoster:
         self._per_minute = per_minute
         self._posted: dict[int, deque[float]] = defaultdict(deque)  # chat -> post times
         self._wake = asyncio.Event()
+        self._refused: set[int] = set()  # chats Telegram refused for good, since start
 
     def _allowance(self, chat: int) -> int:
         """How many more posts the chat takes this minute (Telegram's group limit)."""
@@ -108,8 +119,10 @@ class IncidentPoster:
     def wake(self) -> None:
         self._wake.set()
 
-    async def run(self, post: Post) -> None:
-        """Until cancelled: post what is stored (whatever a restart left first)."""
+    async def run(self, post: Post, fallback: int | None = None) -> None:
+        """Until cancelled: post what is stored (whatever a restart left first); what a
+        chat refuses for good goes to the chat it moved to, else to ``fallback``
+        (``inbound.chat``)."""
         await self._store.recover_posts()
         self._wake.set()
         retrying = AsyncRetrying(
@@ -124,15 +137,15 @@ class IncidentPoster:
             try:
                 async for attempt in retrying:
                     with attempt:
-                        await self.post_all(post)
+                        await self.post_all(post, fallback)
             except Exception:  # pragma: no cover - tenacity retries until it works
                 log.exception("incident_posts_failed")
 
-    async def post_all(self, post: Post) -> None:
+    async def post_all(self, post: Post, fallback: int | None = None) -> None:
         """Post everything that can go now (also the demo's one-shot way)."""
         while True:
             rows = await self._store.waiting_posts(self._clock.now())
-            planned = plan(rows, self._allowance(rows[0].chat_id) if rows else 0)
+            planned = plan(rows, self._allowance)
             if planned is None:
                 return
             taken = sorted(r.id for r in planned.rows)
@@ -144,7 +157,7 @@ class IncidentPoster:
             try:
                 post_id = await self._post(post, planned, lost)
             except ChatRefused as refused:
-                await self._refused(planned, refused)
+                await self._redirect(planned, refused, fallback)
                 continue
             except PostMaybeSent:
                 await until_stored("post_maybe_sent", partial(self._store.maybe_posted, taken))
@@ -201,12 +214,20 @@ class IncidentPoster:
         assert first is not None
         return first
 
-    async def _refused(self, planned: Planned, refused: ChatRefused) -> None:
-        """Telegram refuses the incident chat for good: what waits for it goes to the chat
-        it moved to, or is given up (logged) — never retried there forever."""
-        if refused.moved_to is not None:
-            log.warning("incident_chat_moved", chat=planned.chat_id, to_chat=refused.moved_to)
-            await self._store.move_posts(planned.chat_id, refused.moved_to)
+    async def _redirect(self, planned: Planned, refused: ChatRefused, fallback: int | None) -> None:
+        """Telegram refuses the incident chat for good: what waits for it (and its
+        incidents' later posts) goes to the chat it moved to, else to ``fallback``; when
+        that is refused too it is given up (logged) — never retried there forever."""
+        chat = planned.chat_id
+        self._refused.add(chat)
+        target = next(
+            (c for c in (refused.moved_to, fallback) if c is not None and c not in self._refused),
+            None,
+        )
+        if target is None:
+            log.error("incident_chat_refused", chat=chat, reason=str(refused))
+            given_up = partial(self._store.give_up_posts, chat, self._clock.now())
+            await until_stored("incident_posts_given_up", given_up)
             return
-        log.error("incident_chat_refused", chat=planned.chat_id, reason=str(refused))
-        await self._store.mark_posted(planned.rows, None, self._clock.now())
+        log.warning("incident_chat_moved", chat=chat, to_chat=target, reason=str(refused))
+        await until_stored("incident_posts_moved", partial(self._store.move_posts, chat, target))

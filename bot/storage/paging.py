@@ -73,6 +73,7 @@ class PostRow:
     silence: bool  # an opening post with a Silence 1h button
     incident_post: int | None  # the incident post, once posted: where replies go
     maybe_sent: bool = False  # an earlier try's answer was lost: it may be in the chat
+    orphan: bool = False  # a reply with no post to go under, nor one to come: on its own
 
 
 Opener = Callable[[Incident | None, int], Decision | None]
@@ -392,10 +393,14 @@ class PagingStore:
     # -- posts ---------------------------------------------------------------------------
 
     async def waiting_posts(self, now: float) -> list[PostRow]:
-        """The posts waiting (and not taken by a live replica), oldest first."""
+        """The posts waiting (and not taken by a live replica), oldest first. A reply
+        whose incident has no post and no opening waiting (given up: its chat refused
+        the bot) is an orphan: it goes on its own."""
         rows = await self._db.fetch(
             "SELECT p.id, p.incident, p.chat_id, p.opening, p.body, p.line, p.silence,"
-            " i.post_id, p.maybe_sent FROM incident_posts p"
+            " i.post_id, p.maybe_sent, NOT p.opening AND i.post_id IS NULL AND NOT EXISTS"
+            " (SELECT 1 FROM incident_posts o WHERE o.incident = p.incident AND o.opening"
+            " AND o.posted IS NULL) FROM incident_posts p"
             " JOIN incidents i ON i.number = p.incident"
             " WHERE p.posted IS NULL AND (p.claimed_until IS NULL OR p.claimed_until < ?)"
             " ORDER BY p.id LIMIT 1000",
@@ -404,7 +409,7 @@ class PagingStore:
         return [
             PostRow(
                 int(r[0]), int(r[1]), int(r[2]), bool(r[3]), r[4], r[5], bool(r[6]),
-                None if r[7] is None else int(r[7]), bool(r[8]),
+                None if r[7] is None else int(r[7]), bool(r[8]), bool(r[9]),
             )
             for r in rows
         ]  # fmt: skip
@@ -459,7 +464,10 @@ class PagingStore:
         )
 
     async def move_posts(self, chat_id: int, to_chat: int) -> None:
-        """The chat moved (a group became a supergroup): what waits for it goes there."""
+        """The chat refuses the bot for good (it moved, or the bot was removed): what
+        waits for it goes to ``to_chat``, and so do its incidents' later posts. A post
+        already in the old chat cannot be replied to from the new one: those incidents'
+        replies go on their own."""
         async with self._db.transaction() as tx:
             await tx.execute(
                 "UPDATE incident_posts SET chat_id = ?, claimed_until = NULL"
@@ -468,10 +476,20 @@ class PagingStore:
                 chat_id,
             )
             await tx.execute(
-                "UPDATE incidents SET chat_id = ? WHERE chat_id = ? AND post_id IS NULL",
+                "UPDATE incidents SET chat_id = ?, post_id = NULL WHERE chat_id = ?",
                 to_chat,
                 chat_id,
             )
+
+    async def give_up_posts(self, chat_id: int, now: float) -> None:
+        """Every chat refuses the bot: what waits for ``chat_id`` is given up (its
+        incidents' later replies are orphans, tried once each and given up too)."""
+        await self._db.execute(
+            "UPDATE incident_posts SET posted = ?, claimed_until = NULL"
+            " WHERE chat_id = ? AND posted IS NULL",
+            now,
+            chat_id,
+        )
 
     async def release_posts(self, ids: Sequence[int]) -> None:
         await self._db.executemany(
