@@ -33,7 +33,7 @@ import contextlib
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -174,33 +174,50 @@ class Bridge:
         except InboundRejected:
             self._count(channel, "rejected")
             raise
-        if self._acknowledge is not None and await self._acknowledge(channel, number, message):
-            self._count(channel, "acknowledged")
-            return
         digest = hmac.new(
             self._secret.encode(), f"{channel.value}\0{number}\0{message}".encode(), hashlib.sha256
         ).hexdigest()
         now = self._clock.now()
-        chat = await self._storage.accept_inbound(
-            Arrival(
-                channel,
-                number,
-                message,
-                digest,
-                received=now,
-                repeat_after=now - DUPLICATE_WITHIN_S,
-                thread_after=now - THREAD_WITHIN_S,
-                default_chat=self._default_chat,
-            )
+        arrival = Arrival(
+            channel,
+            number,
+            message,
+            digest,
+            received=now,
+            repeat_after=now - DUPLICATE_WITHIN_S,
+            thread_after=now - THREAD_WITHIN_S,
+            default_chat=self._default_chat,
         )
+        if await self._acknowledged(arrival):
+            return
+        chat = await self._storage.accept_inbound(arrival)
         if chat is None:
             self._count(channel, "repeated")
             log.info("inbound_repeated", channel=channel.value, number=mask(number))
             return
         self._count(channel, "stored")
-        self._audit.record(AuditEntry(chat, 0, "inbound", (number,), Outcome.OK, channel.label))
+        self._audited(channel, number, chat)
         log.info("inbound_stored", channel=channel.value, number=mask(number), chat=chat)
         self._wake.set()
+
+    async def _acknowledged(self, arrival: Arrival) -> bool:
+        """True when the message acknowledged an incident: audited like any inbound
+        message, and kept (without its body) so that WhatsMate's retry of it is a
+        repeat. A repeat is checked first: it must not acknowledge (or answer) again."""
+        if self._acknowledge is None or await self._storage.repeated_inbound(
+            arrival.digest, arrival.repeat_after
+        ):
+            return False  # a repeat: accept_inbound says so
+        if not await self._acknowledge(arrival.channel, arrival.number, arrival.body):
+            return False
+        chat = await self._storage.accept_inbound(replace(arrival, handled=True))
+        self._count(arrival.channel, "acknowledged")
+        self._audited(arrival.channel, arrival.number, chat or self._default_chat)
+        return True
+
+    def _audited(self, channel: Channel, number: str, chat: int) -> None:
+        """Every inbound message is audited: ``inbound``, the (masked) number, channel."""
+        self._audit.record(AuditEntry(chat, 0, "inbound", (number,), Outcome.OK, channel.label))
 
     def _count(self, channel: Channel, result: str) -> None:
         if self._observe is not None:

@@ -641,3 +641,32 @@ async def test_every_chat_refused_gives_the_incident_posts_up(
     await settled(pager)
     await nothing_waits(pager, monkeypatch)
     assert pager.telegram.replies(TEAM) == [] and pager.telegram.replies(ON_CALL) == []
+
+
+async def test_a_repeated_ack_delivery_is_taken_once(pager: BotUnderTest) -> None:
+    """WhatsMate delivers the same `ack` again (its retry): a repeat, answered with
+    nothing — not a second 'already acknowledged' under the post."""
+    await notify(pager, firing("db-1"))
+    await sends(pager, 1)
+    await posts(pager, 2)
+    assert (await reply_from(pager, ALICE, "ack")).status_code == 200
+    await posts(pager, 3)
+    assert (await reply_from(pager, ALICE, "ack")).status_code == 200
+    await pager.wait_logged("inbound_repeated")
+    await notify(pager, resolved("db-1"))  # one more post: anything owed went before it
+    *before, last = await posts(pager, 4)
+    assert "resolved" in last.text
+    assert [p.text for p in before][1:] == [
+        "paged alice on WhatsApp: queued",
+        "acknowledged by alice on WhatsApp after 0s",
+    ]
+
+
+async def test_an_ack_is_audited_as_inbound(pager: BotUnderTest) -> None:
+    await notify(pager, firing("db-1"))
+    await sends(pager, 1)
+    await posts(pager, 2)
+    await reply_from(pager, ALICE, "ack")
+    await posts(pager, 3)
+    history = await answer(pager, "/history 10", ADMIN)
+    assert "inbound" in history and ALICE not in history, history

@@ -23,6 +23,7 @@ class Arrival:
     repeat_after: float  # a same digest received after this is a repeat
     thread_after: float  # a command that sent to the number after this is its thread
     default_chat: int
+    handled: bool = False  # already dealt with (an ack): kept only to know a repeat
 
 
 @dataclass(frozen=True)

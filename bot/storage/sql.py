@@ -328,13 +328,22 @@ class SqlStorage:
                 arrival.number, arrival.thread_after,
             )  # fmt: skip
             chat_id, reply_to = thread if thread else (arrival.default_chat, None)
+            handled = arrival.handled  # stored as posted, without its body
             await connection.execute(
                 "INSERT INTO inbound (received, channel, number, body, digest, chat_id,"
-                " reply_to) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                arrival.received, arrival.channel.value, arrival.number, arrival.body,
-                arrival.digest, chat_id, reply_to,
+                " reply_to, posted) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                arrival.received, arrival.channel.value, arrival.number,
+                None if handled else arrival.body, arrival.digest, chat_id, reply_to,
+                arrival.received if handled else None,
             )  # fmt: skip
             return int(chat_id)
+
+    async def repeated_inbound(self, digest: str, after: float) -> bool:
+        """The same delivery was received after ``after`` (stored or handled)."""
+        row = await self._driver.fetchone(
+            "SELECT 1 FROM inbound WHERE digest = ? AND received > ?", digest, after
+        )
+        return row is not None
 
     async def waiting_chats(self) -> set[int]:
         """Chats that have inbound messages not yet posted."""
