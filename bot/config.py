@@ -212,6 +212,7 @@ class Config:
             self.inbound.secret if self.inbound else None,
             self.alerts.secret if self.alerts else None,
             *url_passwords(self.database_url or ""),
+            *url_passwords((self.alerts and self.alerts.alertmanager_url) or ""),
         )
         return tuple(s for s in found if s)
 
