@@ -299,8 +299,8 @@ class SqlStorage:
         row = await self._driver.fetchone(
             "SELECT first_at FROM schedule_firsts WHERE name = ?", name
         )
-        assert row is not None  # inserted just before, and only remove_schedule deletes it
-        return float(row[0])
+        # None: removed on another replica in between; the run finds it gone and stops.
+        return now if row is None else float(row[0])
 
     # -- the two-way bridge ------------------------------------------------------------------
 
