@@ -517,3 +517,52 @@ async def test_a_chat_that_moved_gets_the_incident(pager: BotUnderTest) -> None:
     await notify(pager, firing("db-1"))
     (post,) = await pager.telegram.wait_replies(1, -100999, timeout=20)
     assert post.text == OPENING
+
+
+async def test_an_edited_escalation_never_stops_every_other_incident(
+    make_bot: BotUnderTest,
+) -> None:
+    """#1's stored cursor (step 2, a page) rests on a wait once the config is edited: it
+    goes on to the next page, and another incident is paged all the same."""
+    bot = await make_bot.start(**paging_config(free_port()))
+    await notify(bot, firing("db-1"))
+    await sends(bot, 1)
+    await posts(bot, 2)
+    await bot.stop()
+    edited = paging_config(free_port())
+    edited["alerts"]["escalations"] = {
+        "primary": {"steps": [{"page": "alice"}, {"wait": "1m"}, {"wait": "5m"}, {"page": "bob"}]}
+    }
+    await bot.start(**edited)
+    await advance(bot, 300)
+    other = webhook_body(webhook_alert("db-9", "disk full", alertname="Disk"), group="Disk")
+    assert (await notify(bot, other)).status_code == 200
+    got = await sends(bot, 3)
+    assert sorted((body["number"], body["message"].split(":")[0]) for _, body in got) == [
+        (ALICE, "FIRING #1 HighCPU"),
+        (ALICE, "FIRING #2 Disk"),
+        (BOB, "FIRING #1 HighCPU"),
+    ]
+    assert "paging_pass_failed" not in bot.log_text()
+
+
+async def test_a_step_that_fails_never_holds_up_another_incidents(
+    pager: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.paging import incidents as rules
+
+    real = rules.run_step
+
+    def failing_for_1(incident: rules.Incident, *args: Any, **kwargs: Any) -> rules.Decision:
+        if incident.number == 1:
+            raise RuntimeError("a bug in one incident's step")
+        return real(incident, *args, **kwargs)
+
+    monkeypatch.setattr(rules, "run_step", failing_for_1)
+    await notify(pager, firing("db-1"))
+    other = webhook_body(webhook_alert("db-9", "disk full", alertname="Disk"), group="Disk")
+    await notify(pager, other)
+    ((_, body),) = await sends(pager, 1)
+    assert body["message"].startswith("FIRING #2 Disk")
+    assert "paging_step_failed" in pager.log_text()
+    assert "paging_pass_failed" not in pager.log_text()

@@ -4,6 +4,7 @@ machine — (incident, event) -> (incident, effects) — with time as a plain nu
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -151,6 +152,21 @@ def test_a_chain_of_one_page_gives_it_time_to_be_answered() -> None:
     assert paged.incident.due == 1000.0 + rules.ANSWER_WINDOW_S  # not "nobody" at once
     (verdict,) = rules.run_step(paged.incident, team.chain, 1300.0, text_limit=None).effects
     assert isinstance(verdict, rules.Reply) and "nobody acknowledged" in verdict.text
+
+
+def test_a_cursor_an_edited_chain_left_on_a_wait_moves_on_to_the_next_page() -> None:
+    edited = (PageStep("alice", (ALICE,)), WaitStep(60), WaitStep(300), PageStep("bob", (BOB,)))
+    incident = replace(opened().incident, step=2, due=1300.0)  # step 2 was a page before
+    (page,) = rules.run_step(incident, edited, 1300.0, text_limit=None).effects
+    assert isinstance(page, rules.Page) and page.recipients == (BOB,)
+
+
+def test_a_cursor_past_an_edited_chain_is_its_end() -> None:
+    incident = replace(opened().incident, step=5, due=1300.0)
+    decision = rules.run_step(incident, (PageStep("alice", (ALICE,)),), 1300.0, text_limit=None)
+    (verdict,) = decision.effects
+    assert isinstance(verdict, rules.Reply) and "nobody acknowledged" in verdict.text
+    assert decision.incident.exhausted and decision.incident.due is None
 
 
 def test_page_text_is_cut_to_the_channel_limit() -> None:

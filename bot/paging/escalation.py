@@ -49,6 +49,7 @@ from bot.vocabulary import AuditEntry, Channel, Outcome
 
 SCAN_EVERY_S = 2.0  # look for steps due on incidents another replica opened this often
 DUE_BATCH = 500
+STEP_RETRY_S = 60.0  # a step that failed is tried again this much later
 INTAKE_BATCH = 64  # notifications per transaction: short enough for the runner to get in
 _ACK = re.compile(r"\s*ack\b(?:\s+#?(\d+)\b)?", re.IGNORECASE)
 log = get_logger("bot.paging")
@@ -221,7 +222,13 @@ class Pager:
         limit = self._gateway.api.text_limits.get("message")
 
         def step(incident: rules.Incident) -> rules.Decision | rules.Refused:
-            return rules.run_step(incident, self._chain(incident), now, text_limit=limit)
+            """One incident's step; one that fails is logged and looked at later, so it
+            never holds up the others' (they are taken in the same transaction)."""
+            try:
+                return rules.run_step(incident, self._chain(incident), now, text_limit=limit)
+            except Exception:
+                log.exception("paging_step_failed", incident=incident.number)
+                return rules.postpone(incident, now + STEP_RETRY_S)
 
         decided, sends = await self._store.run_due(
             now, DUE_BATCH, step, self._replica, self._send_lease_s

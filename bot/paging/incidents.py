@@ -180,7 +180,8 @@ def run_step(
     """The step at the cursor fell due: page (and move on), or say nobody acknowledged."""
     if incident.due is None or not incident.open:
         return Decision(incident)
-    if incident.step >= len(chain):
+    at = next((i for i in range(incident.step, len(chain)) if isinstance(chain[i], PageStep)), None)
+    if at is None:  # past the end — or, after a config edit, only waits are left
         done = replace(incident, due=None, exhausted=True)
         steps = len(chain)
         text = (
@@ -188,11 +189,16 @@ def run_step(
             f"(all {steps} step{'s' if steps != 1 else ''} of {incident.escalation} ran)"
         )
         return Decision(done, (Reply(text),))
-    page = chain[incident.step]
-    assert isinstance(page, PageStep), "the cursor rests on pages only"
-    step, due = _cursor(chain, incident.step + 1, now)
-    effect = Page(incident.step, page.recipients, page.channel, page_text(incident, text_limit))
+    page = chain[at]  # the cursor rests on a page, unless the escalation was edited since
+    assert isinstance(page, PageStep)
+    step, due = _cursor(chain, at + 1, now)
+    effect = Page(at, page.recipients, page.channel, page_text(incident, text_limit))
     return Decision(replace(incident, step=step, due=due), (effect,))
+
+
+def postpone(incident: Incident, until: float) -> Decision:
+    """A step that could not be run (a bug): looked at again at ``until``, not at once."""
+    return Decision(replace(incident, due=until))
 
 
 def acknowledge(incident: Incident, by: str, via: Channel, now: float) -> Decision | Refused:
