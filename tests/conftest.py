@@ -138,7 +138,7 @@ class LogStream(io.StringIO):
 
     def write(self, text: str) -> int:
         written = super().write(text)
-        if self.loop is not None:
+        if self.loop is not None and not self.loop.is_closed():  # a later test logs too
             self.loop.call_soon_threadsafe(self.grew.set)
         return written
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.alertmanager import webhook_alert, webhook_body
 from tests.conftest import ADMIN, STRANGER, TEAM, USER, BotUnderTest, free_port
-from tests.fakes import HANG, TAKEN_THEN_DROP, Sent, migrated
+from tests.fakes import HANG, HOLD, TAKEN_THEN_DROP, Sent, migrated
 
 SECRET = "alerts-secret-0123456789"
 INBOUND = "inbound-secret-0123456789"
@@ -566,3 +566,23 @@ async def test_a_step_that_fails_never_holds_up_another_incidents(
     assert body["message"].startswith("FIRING #2 Disk")
     assert "paging_step_failed" in pager.log_text()
     assert "paging_pass_failed" not in pager.log_text()
+
+
+async def test_sigterm_with_a_page_in_flight_finishes_it(make_bot: BotUnderTest) -> None:
+    """Stopping takes no new step and lets the page at the gateway end: its outcome is
+    stored (and posted at the next start), not called ``outcome unknown``."""
+    bot = await make_bot.start(**paging_config(free_port()))
+    bot.whatsmate.fail("/whatsapp/", HOLD)
+    await notify(bot, firing("db-1"))
+    await bot.whatsmate.wait_for(lambda: bot.whatsmate.in_flight == 1)
+    stopping = asyncio.create_task(bot.stop())
+    await bot.wait_logged("paging_finishing_sends")
+    bot.whatsmate.release()
+    await stopping
+    await bot.start(**paging_config(free_port()))
+    await bot.telegram.wait_for(
+        lambda: any(p.text.startswith("paged alice") for p in bot.telegram.replies(TEAM))
+    )
+    lines = [p.text for p in bot.telegram.replies(TEAM) if p.text.startswith("paged alice")]
+    assert lines == ["paged alice on WhatsApp: queued"]
+    assert len(bot.whatsmate.sends()) == 1

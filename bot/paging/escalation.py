@@ -100,6 +100,7 @@ class Pager:
         clock: Clock,
         replica: str,
         send_lease_s: float,
+        finish_s: float | None = None,
         max_concurrency: int = 20,
         alertmanager: Alertmanager | None = None,
         observer: PagingObserver | None = None,
@@ -113,6 +114,7 @@ class Pager:
         self._clock = clock
         self._replica = replica
         self._send_lease_s = send_lease_s
+        self._finish_s = send_lease_s if finish_s is None else finish_s  # on stop, at most
         self._max_concurrency = max_concurrency
         self._alertmanager = alertmanager
         self._observer = observer
@@ -178,12 +180,16 @@ class Pager:
     # -- the runner -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Until cancelled: run due steps and make the sends they owe."""
+        """Until cancelled: run due steps and make the sends they owe. Cancelled (the bot
+        stops), it takes no new step but finishes the pass under way and lets the sends
+        in flight end, so their outcomes are stored rather than left ``outcome unknown``."""
         starting = True
+        passing: asyncio.Future[None] | None = None
         try:
             while True:
-                try:
-                    await self.run_due(starting=starting)
+                try:  # a pass is never cut in two: what it claims, it starts
+                    passing = asyncio.ensure_future(self.run_due(starting=starting))
+                    await asyncio.shield(passing)
                     starting = False
                 except Exception:  # the database is away: look again at the next scan
                     log.exception("paging_pass_failed")
@@ -200,9 +206,20 @@ class Pager:
                         await self._wake.wait()
                 self._wake.clear()
         finally:
-            for task in self._sending:
+            await self._finish_in_flight(passing)
+
+    async def _finish_in_flight(self, passing: asyncio.Future[None] | None) -> None:
+        """Stopping: the pass under way and the sends in flight get as long as the gateway
+        takes for every attempt of one send; whatever is still out then is cancelled (and
+        answered ``outcome unknown`` at the next start)."""
+        if passing is not None and not passing.done():
+            await asyncio.wait([passing], timeout=self._finish_s)
+        if self._sending:
+            log.info("paging_finishing_sends", sends=len(self._sending))
+            _, late = await asyncio.wait(set(self._sending), timeout=self._finish_s)
+            for task in late:
                 task.cancel()
-            await asyncio.gather(*self._sending, return_exceptions=True)
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def run_due(self, *, starting: bool = False) -> None:
         """One pass: answer interrupted sends, take due steps, start the sends owed.
