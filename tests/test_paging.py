@@ -586,3 +586,20 @@ async def test_sigterm_with_a_page_in_flight_finishes_it(make_bot: BotUnderTest)
     lines = [p.text for p in bot.telegram.replies(TEAM) if p.text.startswith("paged alice")]
     assert lines == ["paged alice on WhatsApp: queued"]
     assert len(bot.whatsmate.sends()) == 1
+
+
+async def test_v3_resolved_message_is_cut_to_the_limit_like_the_page(
+    make_bot: BotUnderTest,
+) -> None:
+    config = paging_config(free_port())
+    config["whatsmate"] = {"api_version": 3, "whatsapp_instance": 7, "telegram_instance": 7}
+    config["alerts"]["escalations"] = {"primary": {"steps": [{"page": "alice"}]}}
+    bot = await make_bot.start(**config)
+    long = "x" * 1200
+    await notify(bot, webhook_body(webhook_alert("db-1", long)))
+    await sends(bot, 1)
+    await notify(bot, webhook_body(webhook_alert("db-1", long, status="resolved")))
+    (_, paged), (_, told) = await sends(bot, 2)
+    assert len(paged["message"]) == len(told["message"]) == 900
+    assert told["message"].startswith("RESOLVED #1 HighCPU: xxx")
+    assert told["message"].endswith("x…")

@@ -210,6 +210,17 @@ def test_all_resolved_stops_and_tells_those_paged() -> None:
     assert [type(e) for e in quiet.effects] == [rules.Reply]
 
 
+def test_the_resolved_message_is_cut_to_the_channel_limit_like_the_page() -> None:
+    incident = run(opened(parse(webhook_body(webhook_alert("db-1", "x" * 2000)))).incident, 1000.0)
+    body = webhook_body(webhook_alert("db-1", "x" * 2000, status="resolved"))
+    decision = rules.on_notification(
+        incident.incident, parse(body), 1190.0, notify_resolved=True, text_limit=900
+    )
+    (told,) = [e for e in decision.effects if isinstance(e, rules.NotifyResolved)]
+    assert len(told.text) == 900
+    assert told.text.startswith("RESOLVED #12 HighCPU: xxx") and told.text.endswith("x…")
+
+
 def test_acknowledged_once() -> None:
     incident = run(opened().incident, 1000.0).incident
     decision = rules.acknowledge(incident, "alice", Channel.WHATSAPP, 1190.0)

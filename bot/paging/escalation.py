@@ -145,6 +145,7 @@ class Pager:
             raise
         now = self._clock.now()
         alerts = self.alerts
+        limit = self._gateway.api.text_limits.get("message")
 
         def decide(current: rules.Incident | None, number: int) -> rules.Decision | None:
             if current is None:
@@ -154,7 +155,7 @@ class Pager:
                     number, notification, escalation, now, can_silence=can_silence
                 )
             return rules.on_notification(
-                current, notification, now, notify_resolved=alerts.notify_resolved
+                current, notification, now, notify_resolved=alerts.notify_resolved, text_limit=limit
             )
 
         status = notification.status.value

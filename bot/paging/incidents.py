@@ -139,11 +139,17 @@ def open_incident(
 
 
 def on_notification(
-    incident: Incident, notification: Notification, now: float, *, notify_resolved: bool
+    incident: Incident,
+    notification: Notification,
+    now: float,
+    *,
+    notify_resolved: bool,
+    text_limit: int | None = None,
 ) -> Decision:
-    """A later notification for an open incident: nothing, a change, or resolved."""
+    """A later notification for an open incident: nothing, a change, or resolved (the
+    RESOLVED message cut to ``text_limit``, as pages are)."""
     if not notification.fingerprints:
-        return _resolve(incident, now, notify_resolved)
+        return _resolve(incident, now, notify_resolved, text_limit)
     firing = _names(notification.firing, notification.common_labels)
     if set(firing) == set(incident.firing):
         return Decision(incident)  # Alertmanager's repeat, or the HA twin's copy
@@ -156,7 +162,9 @@ def on_notification(
     return Decision(changed, (Reply("\n".join(lines)),))
 
 
-def _resolve(incident: Incident, now: float, notify_resolved: bool) -> Decision:
+def _resolve(
+    incident: Incident, now: float, notify_resolved: bool, text_limit: int | None
+) -> Decision:
     resolved = replace(incident, resolved_at=now, due=None)
     effects: list[Effect] = [
         Reply(
@@ -165,8 +173,8 @@ def _resolve(incident: Incident, now: float, notify_resolved: bool) -> Decision:
         )
     ]
     if notify_resolved:
-        summary = f": {incident.summary}" if incident.summary else ""
-        effects.append(NotifyResolved(f"RESOLVED #{incident.number} {incident.alertname}{summary}"))
+        head = f"RESOLVED #{incident.number} {incident.alertname}"
+        effects.append(NotifyResolved(_cut(head, incident.summary, "", text_limit)))
     return Decision(resolved, tuple(effects))
 
 
@@ -229,13 +237,17 @@ def silence(
 def page_text(incident: Incident, limit: int | None) -> str:
     """FIRING, the number, the alert name and summary (cut to ``limit``), and the ACK hint."""
     head = f"FIRING #{incident.number} {incident.alertname}"
-    tail = f"\n{ACK_HINT}"
-    summary = f": {incident.summary}" if incident.summary else ""
-    if limit is not None and len(head) + len(summary) + len(tail) > limit:
+    return _cut(head, incident.summary, f"\n{ACK_HINT}", limit)
+
+
+def _cut(head: str, summary: str, tail: str, limit: int | None) -> str:
+    """``head: summary`` then ``tail``, within ``limit``: the summary gives way first."""
+    colon = f": {summary}" if summary else ""
+    if limit is not None and len(head) + len(colon) + len(tail) > limit:
         room = max(0, limit - len(head) - len(tail) - 1)
-        summary = summary[:room] + "…" if room else ""
-        head = head[: limit - len(tail) - len(summary)]
-    return f"{head}{summary}{tail}"
+        colon = colon[:room] + "…" if room else ""
+        head = head[: limit - len(tail) - len(colon)]
+    return f"{head}{colon}{tail}"
 
 
 def ack_text(ack: Ack, incident: Incident) -> str:
