@@ -603,3 +603,32 @@ async def test_v3_resolved_message_is_cut_to_the_limit_like_the_page(
     assert len(paged["message"]) == len(told["message"]) == 900
     assert told["message"].startswith("RESOLVED #1 HighCPU: xxx")
     assert told["message"].endswith("x…")
+
+
+async def test_a_slow_page_in_a_live_process_is_not_called_interrupted(
+    pager: BotUnderTest,
+) -> None:
+    """SQLite: one process owns the file, so its own send still at the gateway when the
+    lease (by its clock) runs out is not "the bot stopped while sending"."""
+    pager.whatsmate.fail("/whatsapp/", HOLD)
+    await notify(pager, firing("db-1"))
+    await pager.whatsmate.wait_for(lambda: pager.whatsmate.in_flight == 1)
+    pager.clock.advance(200)  # past the send lease, timeout_s * attempts + 30
+    assert pager.runtime is not None and pager.runtime.pager is not None
+    pager.runtime.pager._last_scan = -1e9  # a scan for what dead processes left, now
+    await pager.runtime.pager.run_due()
+    pager.whatsmate.release()
+    await pager.runtime.pager.wait_sent()
+
+    def said() -> list[str]:
+        return [
+            line
+            for p in pager.telegram.replies(TEAM)
+            for line in p.text.splitlines()
+            if line.startswith("paged alice")
+        ]
+
+    await pager.telegram.wait_for(lambda: any(line.endswith("queued") for line in said()))
+    assert said() == ["paged alice on WhatsApp: queued"]
+    history = await pager.reply_text("/history 5")
+    assert "unknown" not in history

@@ -279,6 +279,7 @@ class Pager:
         """Make one batch of sends through the /wa and /tg path, then store how they
         ended and the reply that says so under the incident post."""
         recipients = tuple(row.recipient for row in rows)
+        renewing = asyncio.create_task(self._renew([row.id for row in rows]))
         try:
             plan = plan_send(
                 SendText(batch.channel, "page", batch.body), recipients, self._gateway, None
@@ -286,6 +287,8 @@ class Pager:
             lines = await run_send(plan, self._gateway, self._max_concurrency)
         except LimitExceeded as exc:
             lines = [SendLine(r, Outcome.ERROR, f"not sent — {exc}") for r in recipients]
+        finally:
+            renewing.cancel()
         verb = "paged" if batch.kind is SendKind.PAGE else "RESOLVED sent to"
         text = "\n".join(
             f"{verb} {self._name(line.recipient)} on {batch.channel.label}: "
@@ -299,6 +302,18 @@ class Pager:
             self._record(
                 batch.incident, batch.kind, line.recipient, line.outcome, line.text, line.job_id
             )
+
+    async def _renew(self, ids: list[int]) -> None:
+        """While the sends run: renew their lease, a third of it at a time, so a slow
+        gateway never makes another replica call them interrupted."""
+        while True:
+            await asyncio.sleep(self._send_lease_s / 3)
+            try:
+                await self._store.renew_sends(
+                    ids, self._replica, self._clock.now() + self._send_lease_s
+                )
+            except Exception:  # the database is away: the next renewal, or the lease runs out
+                log.warning("send_lease_renewal_failed", exc_info=True)
 
     async def _finish_sends(self, batch: list[tuple[list[SendDone], NewReply]]) -> list[None]:
         """How sends ended, for every batch that finished meanwhile: one commit."""
