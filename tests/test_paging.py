@@ -162,7 +162,7 @@ async def test_nobody_answers_every_step_and_repeat_in_order(pager: BotUnderTest
     await sends(pager, 1)
     await posts(pager, 2)
     state = await answer(pager, "/incidents", USER)
-    assert state.endswith("— paging, step 2 of 6")
+    assert state.endswith("— paging, step 2 of 3, round 1 of 2")
     await advance(pager, 300)
     await sends(pager, 3)  # bob on Telegram, then the repeat begins: alice again at once
     await advance(pager, 300)
@@ -284,7 +284,7 @@ async def test_an_ack_from_a_number_not_paged_is_an_ordinary_message(
     (post,) = await pager.telegram.wait_replies(1, ON_CALL)
     assert post.text == "49•••678 on WhatsApp:\nack 1"
     state = await answer(pager, "/incidents", USER)
-    assert state.endswith("— paging, step 2 of 6")
+    assert state.endswith("— paging, step 2 of 3, round 1 of 2")
 
 
 async def test_an_answer_that_is_not_an_ack_lands_under_the_incident(

@@ -32,7 +32,7 @@ from typing import Protocol
 from bot.audit import AuditLog
 from bot.clock import Clock
 from bot.commands import SendText
-from bot.config import AlertsConfig, EscalationStep
+from bot.config import AlertsConfig, Escalation, EscalationStep
 from bot.errors import AlertmanagerError, LimitExceeded
 from bot.gateway import WhatsMate
 from bot.logs import get_logger
@@ -271,8 +271,11 @@ class Pager:
         while self._sending:
             await asyncio.gather(*list(self._sending), return_exceptions=True)
 
+    def _escalation(self, incident: rules.Incident) -> Escalation | None:
+        return self.alerts.escalations.get(incident.escalation or "")
+
     def _chain(self, incident: rules.Incident) -> tuple[EscalationStep, ...]:
-        escalation = self.alerts.escalations.get(incident.escalation or "")
+        escalation = self._escalation(incident)
         return escalation.chain if escalation else ()
 
     async def _send(self, batch: _Batch, rows: list[SendRow]) -> None:
@@ -453,7 +456,7 @@ class Pager:
         found = await self._store.open_incidents()
         if not found:
             return "No open incidents."
-        return "\n".join(rules.incident_line(i, len(self._chain(i)), now) for i in found)
+        return "\n".join(rules.incident_line(i, self._escalation(i), now) for i in found)
 
 
 def _result(decision: rules.Decision | None) -> str:

@@ -255,8 +255,9 @@ def ack_text(ack: Ack, incident: Incident) -> str:
     return f"acknowledged by {ack.by} on {ack.via.label} after {after}"
 
 
-def state_text(incident: Incident, chain_length: int, now: float) -> str:
-    """What ``/incidents`` says the escalation is doing."""
+def state_text(incident: Incident, escalation: Escalation | None, now: float) -> str:
+    """What ``/incidents`` says the escalation is doing: the step among the configured
+    ones and, when it repeats, the round (``paging, step 2 of 5, round 2 of 2``)."""
     if incident.ack is not None:
         return f"acknowledged by {incident.ack.by}"
     if incident.silenced_until is not None:
@@ -265,13 +266,18 @@ def state_text(incident: Incident, chain_length: int, now: float) -> str:
         return "nobody acknowledged"
     if incident.escalation is None or incident.due is None:
         return "nobody paged (no route matched)"
+    if escalation is None or not escalation.steps:  # taken out of the config since
+        return "paging"
+    steps, rounds = len(escalation.steps), escalation.repeat + 1
     running = incident.step + 1 if incident.due <= now else incident.step
-    return f"paging, step {max(1, min(running, chain_length))} of {chain_length}"
+    at = max(1, min(running, steps * rounds)) - 1  # where in the chain, repeats spelled out
+    text = f"paging, step {at % steps + 1} of {steps}"
+    return f"{text}, round {at // steps + 1} of {rounds}" if rounds > 1 else text
 
 
-def incident_line(incident: Incident, chain_length: int, now: float) -> str:
+def incident_line(incident: Incident, escalation: Escalation | None, now: float) -> str:
     since = time.strftime("%Y-%m-%d %H:%M", time.localtime(incident.opened_at))
-    state = state_text(incident, chain_length, now)
+    state = state_text(incident, escalation, now)
     return f"#{incident.number} {incident.alertname} — firing since {since} — {state}"
 
 
