@@ -195,6 +195,7 @@ class Bridge:
 
     async def run_poster(self, post: Post) -> None:
         """Post every stored message, now and whenever one arrives; runs until cancelled."""
+        await self._storage.free_dead_leases()
         self._wake.set()  # whatever was stored before a restart goes out first
         try:
             while True:

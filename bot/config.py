@@ -32,7 +32,7 @@ from bot.recipients import (
     clean_written_number,
     looks_like_number,
 )
-from bot.vocabulary import Channel
+from bot.vocabulary import Channel, Notify
 
 T = TypeVar("T")
 
@@ -102,7 +102,7 @@ class ScheduleConfig:
     command: str
     every_s: int | None = None
     cron: str | None = None
-    notify: str = "always"
+    notify: Notify = Notify.ALWAYS
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,7 @@ class Config:
             self.inbound.secret if self.inbound else None,
             self.alerts.secret if self.alerts else None,
             *url_passwords(self.database_url or ""),
+            *url_passwords((self.alerts and self.alerts.alertmanager_url) or ""),
         )
         return tuple(s for s in found if s)
 
@@ -626,7 +627,7 @@ def _schedules(root: _Section) -> tuple[ScheduleConfig, ...]:
                 command=command,
                 every_s=every_s,
                 cron=cron,
-                notify=entry.choice("notify", "always", ("always", "change")),
+                notify=Notify(entry.choice("notify", "always", tuple(n.value for n in Notify))),
             )
         )
         entry.reject_unknown()

@@ -112,7 +112,7 @@ async def open_runtime(
                 dry_run=config.dry_run,
                 **({"observer": metrics.observe_gateway} if metrics else {}),
             )
-            replica = replica_id()  # this process, in the poller lease and paging's claims
+            replica = replica_id()  # this process: the poller lease's, the posts' and paging's
             pager = None
             if config.alerts is not None:  # paging's modules only for bots that page
                 from bot.paging.alertmanager import Alertmanager
@@ -147,7 +147,6 @@ async def open_runtime(
                 pdf_polling=pdf_polling,
                 pager=pager,
             )
-            replica = replica_id()  # this process: the poller lease's and the posts' holder
             bridge = None
             if config.inbound is not None:
                 bridge = Bridge(

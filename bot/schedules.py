@@ -22,7 +22,7 @@ from bot.errors import StorageUnavailable
 from bot.logs import get_logger
 from bot.replies import Reply, Result
 from bot.storage import LastRun, Storage, StoredSchedule
-from bot.vocabulary import Outcome
+from bot.vocabulary import Notify, Outcome
 
 log = get_logger("bot.schedules")
 SCHEDULE_SYNC_S = 10.0  # replicas pick up schedules added or removed elsewhere this often
@@ -36,7 +36,7 @@ class Schedule:
     command: str
     every_s: int | None = None
     cron: str | None = None
-    notify: str = "always"
+    notify: Notify = Notify.ALWAYS
     from_chat: bool = False  # added with /schedule add (stored), not from the config
 
     @classmethod
@@ -49,7 +49,12 @@ class Schedule:
     def from_stored(cls, stored: StoredSchedule) -> Schedule:
         every_s = parse_every(stored.every)
         return cls(
-            stored.name, stored.chat_id, stored.command, every_s, notify="change", from_chat=True
+            stored.name,
+            stored.chat_id,
+            stored.command,
+            every_s,
+            notify=Notify.CHANGE,
+            from_chat=True,
         )
 
     @property
@@ -180,7 +185,7 @@ def slot_of(schedule: Schedule, now: float, first_run: float) -> str:
 
 def should_post(schedule: Schedule, previous_reply: str | None, reply: str) -> bool:
     """``notify: always`` posts every result; ``change`` the first, then only changes."""
-    return schedule.notify == "always" or reply != previous_reply
+    return schedule.notify is Notify.ALWAYS or reply != previous_reply
 
 
 def parse_schedule_every(text: str) -> int | None:
@@ -249,7 +254,9 @@ async def _add(
     taken = {s.name for s in existing}
     while (name := f"s{await storage.next_schedule_number()}") in taken:
         pass  # a configured schedule has this name: never reuse a name, even a freed one
-    schedule = Schedule(name, chat_id, command.command, every_s, notify="change", from_chat=True)
+    schedule = Schedule(
+        name, chat_id, command.command, every_s, notify=Notify.CHANGE, from_chat=True
+    )
     await storage.add_schedule(
         StoredSchedule(name, chat_id, command.every, command.command), user_id
     )

@@ -243,6 +243,7 @@ class TelegramFrontend:
         self._inflight: dict[int, int] = {}  # update id -> term it is handled under (0: webhook)
         self._unrecorded: set[int] = set()  # could not be journaled: answered, never run
         self._unmarked: set[int] = set()  # handled, but "done" not stored yet
+        self._marking: asyncio.Task[None] | None = None  # stores them until it can
         self._requests = (_request(TELEGRAM_POOL), _FencedRequest(self.election.may_poll))
         self.app = _application(runtime.config, rate_limiter, self._requests)
         self._route(self.app)
@@ -356,8 +357,10 @@ class TelegramFrontend:
         self._unmarked.add(update.update_id)
         try:
             await self._mark_done()
-        except StorageUnavailable as exc:  # answered: stored with the next one, or on recovery
+        except StorageUnavailable as exc:  # answered: stored as soon as the database is back
             log.warning("journal_done_failed", update_id=update.update_id, error=type(exc).__name__)
+            if self._marking is None or self._marking.done():
+                self._marking = asyncio.create_task(self._mark_until_stored())
             return
         log.debug("update_done", update_id=update.update_id)
 
@@ -366,6 +369,17 @@ class TelegramFrontend:
         for update_id in sorted(self._unmarked):
             await self.storage.finish_update(update_id)
             self._unmarked.discard(update_id)
+
+    async def _mark_until_stored(self) -> None:
+        """Keep trying: an answered update whose "done" is not stored would be run again
+        by the next poller's recovery — a second answer."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(StorageUnavailable),
+            wait=wait_exponential(multiplier=0.2, max=5),
+        ):
+            with attempt:
+                await self._mark_done()
+        log.info("journal_done_stored")
 
     def _fenced(self) -> bool:
         """True when this task handles an update under a lease this replica lost."""
@@ -706,6 +720,13 @@ class TelegramFrontend:
     async def stop(self) -> None:
         """Finish every update in flight, then close (polling has stopped by now)."""
         await self.app.stop()
+        if self._marking is not None:
+            self._marking.cancel()
+            await asyncio.gather(self._marking, return_exceptions=True)
+        try:
+            await self._mark_done()  # a last try; what is left, the next poller reruns
+        except StorageUnavailable:
+            log.warning("journal_done_not_stored", updates=sorted(self._unmarked))
         await self.app.shutdown()
 
     async def start_polling(self, term: int) -> None:

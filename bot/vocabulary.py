@@ -54,6 +54,13 @@ class Role(Enum):
     WEBHOOK = "webhook"  # Telegram pushes updates to every replica
 
 
+class Notify(Enum):
+    """When a schedule posts its result (``notify:`` in the config)."""
+
+    ALWAYS = "always"  # every run
+    CHANGE = "change"  # the first result, then only when it differs
+
+
 class UserRole(Enum):
     """Who is asking, as the access lists make them."""
 

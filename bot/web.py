@@ -19,7 +19,7 @@ connections are closed after ``IDLE_TIMEOUT_S`` (aiohttp's default is an hour).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ log = get_logger("bot.web")
 IDLE_TIMEOUT_S = 15.0  # silence after which a connection is closed, and a body given up
 WEBHOOK_MAX_BYTES = 1024 * 1024  # a Telegram update is a few KB
 RETRY_AFTER_S = 30  # told to a sender whose request could not be stored (503)
+STORE_DEADLINE_S = 2.0  # an inbound message or alert not stored by then is answered 503
 Health = Callable[[], Awaitable[tuple[bool, dict[str, str]]]]
 """Returns (healthy, details) for /healthz."""
 
@@ -95,7 +96,8 @@ def make_app(
             channel = CHANNELS.get(request.match_info["channel"])
             if channel is None or not inbound.secret_matches(request.match_info["secret"]):
                 raise web.HTTPNotFound()
-            await inbound.accept(channel, await read_body(request, MAX_BODY_BYTES))
+            raw = await read_body(request, MAX_BODY_BYTES)
+            await stored_in_time(inbound.accept(channel, raw))
             return web.json_response({"status": "stored"})
 
         app.router.add_post("/inbound/{channel}/{secret}", accept)
@@ -112,8 +114,8 @@ def make_app(
                 raise web.HTTPMethodNotAllowed(request.method, ["POST"])
             raw = await read_body(request, MAX_ALERT_BYTES)
             try:
-                await paging.accept(raw)
-            except InboundRejected:
+                await stored_in_time(paging.accept(raw))
+            except (InboundRejected, StorageUnavailable):
                 raise
             except Exception:
                 log.exception("alert_not_stored")
@@ -122,6 +124,25 @@ def make_app(
 
         app.router.add_route("*", "/alerts/{secret}", alerts)
     return app
+
+
+async def stored_in_time(storing: Coroutine[Any, Any, None]) -> None:
+    """Await ``storing`` for at most ``STORE_DEADLINE_S``; a database that hangs (cut off
+    or frozen, not refusing) is ``StorageUnavailable`` — a 503, so the sender keeps the
+    message and sends it again, which is safe: a repeated delivery or notification
+    changes nothing. The store is left to finish or fail on its own: cancelling it would
+    wait for its rollback, on the very database that does not answer."""
+    task = asyncio.ensure_future(storing)
+    done, _ = await asyncio.wait({task}, timeout=STORE_DEADLINE_S)
+    if not done:
+        task.add_done_callback(_late_store_ended)
+        raise StorageUnavailable(f"not stored within {STORE_DEADLINE_S:g} s")
+    task.result()
+
+
+def _late_store_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("late_store_failed", error=type(task.exception()).__name__)
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:

@@ -81,6 +81,17 @@ class PostgresServer:
             "-l", str(self.folder / "log"), "-w", "-t", "60", "start",
         )  # fmt: skip
 
+    def signal_all(self, number: int) -> None:
+        """Send signal ``number`` to the server and every backend it runs (``SIGSTOP``
+        freezes the database as a paused VM would: connections stay open, nothing
+        answers; ``SIGCONT`` lets it go on)."""
+        head = (self.folder / "data" / "postmaster.pid").read_text().split()[0]
+        children = subprocess.run(
+            ["pgrep", "-P", head], capture_output=True, text=True, check=False
+        ).stdout.split()
+        for pid in (head, *children):
+            os.kill(int(pid), number)
+
     def shut_down(self) -> None:
         """Stop the server as an upgrade or a failover does (every session is ended), but
         keep its data: ``start_again`` brings it back."""

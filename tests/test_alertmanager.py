@@ -6,14 +6,19 @@ leaves a silence that Alertmanager's API shows with the incident's labels."""
 from __future__ import annotations
 
 import asyncio
+from base64 import b64encode
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 
+from bot.config import url_passwords
+from bot.paging.alertmanager import Alertmanager as AlertmanagerClient
+from bot.transport import AiohttpTransport
 from tests.alertmanager import Alertmanager
 from tests.conftest import TEAM, USER, BotUnderTest, free_port
-from tests.fakes import Sent
+from tests.fakes import HttpRequest, HttpResponse, HttpServer, Sent
 from tests.test_paging import ALICE, SECRET, WA, page, paging_config
 
 ALERT = {
@@ -139,3 +144,28 @@ async def test_the_silence_button_leaves_a_silence_with_the_incidents_labels(
     )
     state = await bot.reply_text("/incidents")
     assert "— silenced until " in state
+
+
+class _AlertmanagerBehindAuth(HttpServer):
+    """Answers a silence like Alertmanager's API v2, and records how it was asked."""
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse.of_json({"silenceID": "5f0c1a2b"})
+
+
+async def test_credentials_in_alertmanager_url_are_basic_auth_never_in_the_url() -> None:
+    server = _AlertmanagerBehindAuth()
+    await server.start()
+    try:
+        url = f"http://ops:p%40ss-w0rd@127.0.0.1:{server.port}/"
+        async with httpx.AsyncClient(transport=AiohttpTransport(httpx.Limits())) as client:
+            silence = await AlertmanagerClient(client, url).create_silence(
+                {"alertname": "HighCPU"}, starts=0, ends=3600, created_by="u", comment="c"
+            )
+    finally:
+        await server.stop()
+    assert silence == "5f0c1a2b"
+    (request,) = server.requests
+    assert (request.method, request.path) == ("POST", "/api/v2/silences")
+    assert request.headers["authorization"] == "Basic " + b64encode(b"ops:p@ss-w0rd").decode()
+    assert "p@ss-w0rd" in url_passwords(url)  # Config.secrets: redacted from every log

@@ -200,6 +200,22 @@ async def test_a_message_while_postgres_is_down_is_503(
     assert (response.status_code, response.headers["Retry-After"]) == (503, "30")
 
 
+async def test_a_message_while_postgres_hangs_is_503_within_2_s(
+    make_bot: BotUnderTest, postgres: PostgresServer, database_url: str
+) -> None:
+    bot = await make_bot.start(**bridge_config(free_port()), database={"url": database_url})
+    postgres.signal_all(signal.SIGSTOP)  # every session open, none answering
+    try:
+        started = asyncio.get_running_loop().time()
+        response = await deliver(bot, CAROL, "hi")
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        postgres.signal_all(signal.SIGCONT)
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "30")
+    assert took < 5  # the 2 s deadline, with room for a loaded machine; never the 30 s timeout
+    assert (await deliver(bot, CAROL, "hi")).status_code == 200  # sent again: stored
+
+
 async def test_a_burst_is_merged_never_dropped_under_telegrams_real_group_limit(
     make_bot: BotUnderTest,
 ) -> None:

@@ -13,7 +13,7 @@ import yaml
 from bot.config import load_config, parse_config
 from bot.errors import ConfigError, RecipientError
 from bot.logs import configure_logging, get_logger
-from bot.vocabulary import Channel
+from bot.vocabulary import Channel, Notify
 
 ENV = {
     "TELEGRAM_BOT_TOKEN": "111:tok",
@@ -41,7 +41,7 @@ def test_spec_example_loads(tmp_path: Path) -> None:
     assert config.whatsmate.client_secret == "sec"
     assert config.access.admins == {1001} and config.access.first_admin == 1001
     assert config.address_book.resolve("oncall")[1].number == "4411112222"
-    assert config.schedules[0].every_s == 900 and config.schedules[0].notify == "change"
+    assert config.schedules[0].every_s == 900 and config.schedules[0].notify is Notify.CHANGE
     assert "sec" in config.secrets and "111:tok" in config.secrets
 
 

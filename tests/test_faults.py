@@ -361,3 +361,24 @@ async def test_in_flight_commands_finish_on_stop(make_bot: BotUnderTest) -> None
     assert [r.text for r in bot.telegram.replies(ADMIN)] == [
         "WhatsApp (instance 0)\nalice: queued"
     ] * 3
+
+
+async def test_an_answered_update_whose_done_mark_failed_is_stored_once_the_database_is_back(
+    make_bot: BotUnderTest, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until "done" is stored the next poller would run the update again (a second
+    answer): it is tried again in the background, not only with the next update."""
+    bot = await make_bot.start(database={"url": database_url})
+    assert bot.runtime is not None
+    storage = bot.runtime.storage
+    real, failures = storage.finish_update, [StorageUnavailable("away")] * 2
+
+    async def finish_update(update_id: int) -> None:
+        if failures:
+            raise failures.pop()
+        await real(update_id)
+
+    monkeypatch.setattr(storage, "finish_update", finish_update)
+    assert (await bot.reply_text("/whoami")).startswith("You are")
+    await bot.wait_logged("journal_done_stored")
+    assert await storage.unfinished_updates("", bot.clock.now()) == []

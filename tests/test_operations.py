@@ -11,6 +11,7 @@ import httpx
 from bot.schedules import Schedule, Timers, first_run_in, should_post
 from bot.storage import LastRun, Storage, StoredPrompt
 from bot.storage.sqlite import SqliteDriver
+from bot.vocabulary import Notify
 from tests.conftest import ADMIN, TEAM, USER, BotUnderTest, free_port
 from tests.fakes import BOT_ID
 
@@ -73,7 +74,7 @@ def test_first_run_after_restart() -> None:
 
 
 def test_notify_change() -> None:
-    change = Schedule("s", 1, "/status", every_s=60, notify="change")
+    change = Schedule("s", 1, "/status", every_s=60, notify=Notify.CHANGE)
     assert should_post(change, None, "up")
     assert not should_post(change, "up", "up")
     assert should_post(change, "up", "down")

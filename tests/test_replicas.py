@@ -24,6 +24,7 @@ from bot.schedules import Schedule
 from bot.service import Request
 from bot.storage import Storage
 from bot.storage.postgres import PostgresDriver
+from bot.vocabulary import Notify
 from tests.conftest import (
     ADMIN,
     TEAM,
@@ -379,7 +380,7 @@ async def test_a_schedule_removed_on_one_replica_stops_on_every_replica(
         await b.service.sync_schedules()  # added on a: b runs it too (one run per slot)
         assert names(b) == {"s1"}
         assert await say(a, "/schedule remove s1") == "Removed schedule s1."
-        s1 = Schedule("s1", TEAM, "/status", every_s=10, notify="change", from_chat=True)
+        s1 = Schedule("s1", TEAM, "/status", every_s=10, notify=Notify.CHANGE, from_chat=True)
         assert await b.service.run_scheduled(s1) is None  # its next slot, on b
         assert names(b) == set()
         assert make_bot.whatsmate.calls("/v1/gateway/status") == []

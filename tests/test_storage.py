@@ -367,3 +367,22 @@ async def test_a_live_process_s_slow_send_is_never_called_interrupted(
     if one_process:
         (left,) = await store.interrupted_sends(NOW + 300, starting=True)
         assert left.id == taken
+
+
+async def test_a_second_process_on_the_sqlite_file_leaves_the_posters_leases(
+    tmp_path: Path,
+) -> None:
+    """``exec`` beside a running bot opens the same file: the running poster keeps what it
+    took; only a poster starting (the dead one's successor) frees it."""
+    path = tmp_path / "state.sqlite3"
+    running = await Storage.open(await SqliteDriver.open(path))
+    try:
+        await accept(running, "hello", "d1")
+        assert len((await running.claim_inbound(-1, NOW, 15, "a")).messages) == 1
+        beside = await Storage.open(await SqliteDriver.open(path))
+        await beside.aclose()
+        assert (await running.claim_inbound(-1, NOW + 1, 15, "b")).messages == ()
+        await running.free_dead_leases()
+        assert len((await running.claim_inbound(-1, NOW + 1, 15, "b")).messages) == 1
+    finally:
+        await running.aclose()

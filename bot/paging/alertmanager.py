@@ -8,6 +8,7 @@ says exactly why a silence was not made — and paging goes on.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -22,9 +23,19 @@ def rfc3339(at: float) -> str:
 
 
 class Alertmanager:
+    """The client; credentials in ``base_url`` (``http://user:pw@am:9093``, an Alertmanager
+    behind basic auth) are sent as an ``Authorization`` header, never as part of the URL."""
+
     def __init__(self, client: httpx.AsyncClient, base_url: str, attempts: int = 3) -> None:
         self._client = client
-        self._base_url = base_url.rstrip("/")
+        parts = urllib.parse.urlsplit(base_url.rstrip("/"))
+        userinfo, at, host = parts.netloc.rpartition("@")
+        self._auth: httpx.BasicAuth | None = None
+        if at:
+            user, _, password = userinfo.partition(":")
+            unquote = urllib.parse.unquote
+            self._auth = httpx.BasicAuth(unquote(user), unquote(password))
+        self._base_url = urllib.parse.urlunsplit(parts._replace(netloc=host))
         self._attempts = attempts
 
     async def create_silence(
@@ -57,9 +68,11 @@ class Alertmanager:
             async for attempt in retrying:
                 with attempt:
                     response = await self._client.post(
-                        f"{self._base_url}/api/v2/silences", json=body
+                        f"{self._base_url}/api/v2/silences",
+                        json=body,
+                        auth=self._auth if self._auth else httpx.USE_CLIENT_DEFAULT,
                     )
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # whatever went wrong, one line (its type: no secret)
             raise AlertmanagerError(
                 f"Alertmanager did not answer ({type(exc).__name__}); no silence was made"
             ) from None

@@ -166,16 +166,20 @@ class SqlStorage:
         """Create or migrate the schema, then serve from ``driver`` (closed on failure)."""
         try:
             await migrate(driver)
-            if driver.dialect.one_process:
-                # One process owns this database: whatever an earlier process had taken
-                # to post and did not finish (it died) is free to post again.
-                await driver.execute(
-                    "UPDATE inbound SET claimed_until = NULL, holder = NULL WHERE posted IS NULL"
-                )
         except BaseException:
             await driver.aclose()
             raise
         return cls(driver)
+
+    async def free_dead_leases(self) -> None:
+        """For the poster starting on SQLite, where one serving process owns the file:
+        what an earlier process had taken to post and did not finish (it died) is free
+        to post again. Not done on opening: an ``exec`` or ``check`` beside a running
+        bot must not take the leases of the poster that is running."""
+        if self._driver.dialect.one_process:
+            await self._driver.execute(
+                "UPDATE inbound SET claimed_until = NULL, holder = NULL WHERE posted IS NULL"
+            )
 
     @property
     def driver(self) -> Driver:
@@ -299,8 +303,8 @@ class SqlStorage:
         row = await self._driver.fetchone(
             "SELECT first_at FROM schedule_firsts WHERE name = ?", name
         )
-        assert row is not None  # inserted just before, and only remove_schedule deletes it
-        return float(row[0])
+        # None: removed on another replica in between; the run finds it gone and stops.
+        return now if row is None else float(row[0])
 
     # -- the two-way bridge ------------------------------------------------------------------
 
