@@ -129,6 +129,7 @@ async def open_runtime(
                     clock=clock,
                     replica=replica,
                     send_lease_s=wa.timeout_s * (wa.retries + 1) + 30,
+                    finish_s=wa.timeout_s * (wa.retries + 1),
                     max_concurrency=wa.max_concurrency,
                     alertmanager=Alertmanager(http, url) if url else None,
                     observer=metrics,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import socket
@@ -138,18 +139,23 @@ class LogStream(io.StringIO):
 
     def write(self, text: str) -> int:
         written = super().write(text)
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.grew.set)
+        loop = self.loop
+        if loop is not None:  # only while someone waits: the log outlives its test's loop
+            with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+                loop.call_soon_threadsafe(self.grew.set)
         return written
 
     async def wait_logged(self, marker: str, timeout_s: float = 10.0) -> None:
         """Until a line containing ``marker`` has been logged."""
         self.loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout_s):
-            while marker not in self.getvalue():
-                self.grew.clear()
-                if marker not in self.getvalue():
-                    await self.grew.wait()
+        try:
+            async with asyncio.timeout(timeout_s):
+                while marker not in self.getvalue():
+                    self.grew.clear()
+                    if marker not in self.getvalue():
+                        await self.grew.wait()
+        finally:
+            self.loop = None
 
 
 @dataclass

@@ -164,7 +164,7 @@ async def test_nobody_answers_every_step_and_repeat_in_order(pager: BotUnderTest
     await sends(pager, 1)
     await posts(pager, 2)
     state = await answer(pager, "/incidents", USER)
-    assert state.endswith("— paging, step 2 of 6")
+    assert state.endswith("— paging, step 2 of 3, round 1 of 2")
     await advance(pager, 300)
     await sends(pager, 3)  # bob on Telegram, then the repeat begins: alice again at once
     await advance(pager, 300)
@@ -286,7 +286,7 @@ async def test_an_ack_from_a_number_not_paged_is_an_ordinary_message(
     (post,) = await pager.telegram.wait_replies(1, ON_CALL)
     assert post.text == "49•••678 on WhatsApp:\nack 1"
     state = await answer(pager, "/incidents", USER)
-    assert state.endswith("— paging, step 2 of 6")
+    assert state.endswith("— paging, step 2 of 3, round 1 of 2")
 
 
 async def test_an_answer_that_is_not_an_ack_lands_under_the_incident(
@@ -670,3 +670,118 @@ async def test_an_ack_is_audited_as_inbound(pager: BotUnderTest) -> None:
     await posts(pager, 3)
     history = await answer(pager, "/history 10", ADMIN)
     assert "inbound" in history and ALICE not in history, history
+
+
+async def test_an_edited_escalation_never_stops_every_other_incident(
+    make_bot: BotUnderTest,
+) -> None:
+    """#1's stored cursor (step 2, a page) rests on a wait once the config is edited: it
+    goes on to the next page, and another incident is paged all the same."""
+    bot = await make_bot.start(**paging_config(free_port()))
+    await notify(bot, firing("db-1"))
+    await sends(bot, 1)
+    await posts(bot, 2)
+    await bot.stop()
+    edited = paging_config(free_port())
+    edited["alerts"]["escalations"] = {
+        "primary": {"steps": [{"page": "alice"}, {"wait": "1m"}, {"wait": "5m"}, {"page": "bob"}]}
+    }
+    await bot.start(**edited)
+    await advance(bot, 300)
+    other = webhook_body(webhook_alert("db-9", "disk full", alertname="Disk"), group="Disk")
+    assert (await notify(bot, other)).status_code == 200
+    got = await sends(bot, 3)
+    assert sorted((body["number"], body["message"].split(":")[0]) for _, body in got) == [
+        (ALICE, "FIRING #1 HighCPU"),
+        (ALICE, "FIRING #2 Disk"),
+        (BOB, "FIRING #1 HighCPU"),
+    ]
+    assert "paging_pass_failed" not in bot.log_text()
+
+
+async def test_a_step_that_fails_never_holds_up_another_incidents(
+    pager: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.paging import incidents as rules
+
+    real = rules.run_step
+
+    def failing_for_1(incident: rules.Incident, *args: Any, **kwargs: Any) -> rules.Decision:
+        if incident.number == 1:
+            raise RuntimeError("a bug in one incident's step")
+        return real(incident, *args, **kwargs)
+
+    monkeypatch.setattr(rules, "run_step", failing_for_1)
+    await notify(pager, firing("db-1"))
+    other = webhook_body(webhook_alert("db-9", "disk full", alertname="Disk"), group="Disk")
+    await notify(pager, other)
+    ((_, body),) = await sends(pager, 1)
+    assert body["message"].startswith("FIRING #2 Disk")
+    assert "paging_step_failed" in pager.log_text()
+    assert "paging_pass_failed" not in pager.log_text()
+
+
+async def test_sigterm_with_a_page_in_flight_finishes_it(make_bot: BotUnderTest) -> None:
+    """Stopping takes no new step and lets the page at the gateway end: its outcome is
+    stored (and posted at the next start), not called ``outcome unknown``."""
+    bot = await make_bot.start(**paging_config(free_port()))
+    bot.whatsmate.fail("/whatsapp/", HOLD)
+    await notify(bot, firing("db-1"))
+    await bot.whatsmate.wait_for(lambda: bot.whatsmate.in_flight == 1)
+    stopping = asyncio.create_task(bot.stop())
+    await bot.wait_logged("paging_finishing_sends")
+    bot.whatsmate.release()
+    await stopping
+    await bot.start(**paging_config(free_port()))
+    await bot.telegram.wait_for(
+        lambda: any(p.text.startswith("paged alice") for p in bot.telegram.replies(TEAM))
+    )
+    lines = [p.text for p in bot.telegram.replies(TEAM) if p.text.startswith("paged alice")]
+    assert lines == ["paged alice on WhatsApp: queued"]
+    assert len(bot.whatsmate.sends()) == 1
+
+
+async def test_v3_resolved_message_is_cut_to_the_limit_like_the_page(
+    make_bot: BotUnderTest,
+) -> None:
+    config = paging_config(free_port())
+    config["whatsmate"] = {"api_version": 3, "whatsapp_instance": 7, "telegram_instance": 7}
+    config["alerts"]["escalations"] = {"primary": {"steps": [{"page": "alice"}]}}
+    bot = await make_bot.start(**config)
+    long = "x" * 1200
+    await notify(bot, webhook_body(webhook_alert("db-1", long)))
+    await sends(bot, 1)
+    await notify(bot, webhook_body(webhook_alert("db-1", long, status="resolved")))
+    (_, paged), (_, told) = await sends(bot, 2)
+    assert len(paged["message"]) == len(told["message"]) == 900
+    assert told["message"].startswith("RESOLVED #1 HighCPU: xxx")
+    assert told["message"].endswith("x…")
+
+
+async def test_a_slow_page_in_a_live_process_is_not_called_interrupted(
+    pager: BotUnderTest,
+) -> None:
+    """SQLite: one process owns the file, so its own send still at the gateway when the
+    lease (by its clock) runs out is not "the bot stopped while sending"."""
+    pager.whatsmate.fail("/whatsapp/", HOLD)
+    await notify(pager, firing("db-1"))
+    await pager.whatsmate.wait_for(lambda: pager.whatsmate.in_flight == 1)
+    pager.clock.advance(200)  # past the send lease, timeout_s * attempts + 30
+    assert pager.runtime is not None and pager.runtime.pager is not None
+    pager.runtime.pager._last_scan = -1e9  # a scan for what dead processes left, now
+    await pager.runtime.pager.run_due()
+    pager.whatsmate.release()
+    await pager.runtime.pager.wait_sent()
+
+    def said() -> list[str]:
+        return [
+            line
+            for p in pager.telegram.replies(TEAM)
+            for line in p.text.splitlines()
+            if line.startswith("paged alice")
+        ]
+
+    await pager.telegram.wait_for(lambda: any(line.endswith("queued") for line in said()))
+    assert said() == ["paged alice on WhatsApp: queued"]
+    history = await pager.reply_text("/history 5")
+    assert "unknown" not in history

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -141,7 +142,7 @@ def test_every_step_and_repeat_in_order_then_nobody_acknowledged() -> None:
         (1900.0, ["Reply"]),  # the last page gets the chain's last wait to be answered
     ]
     assert incident.exhausted
-    assert rules.state_text(incident, 6, now) == "nobody acknowledged"
+    assert rules.state_text(incident, PRIMARY, now) == "nobody acknowledged"
 
 
 def test_a_chain_of_one_page_gives_it_time_to_be_answered() -> None:
@@ -152,6 +153,21 @@ def test_a_chain_of_one_page_gives_it_time_to_be_answered() -> None:
     assert paged.incident.due == 1000.0 + rules.ANSWER_WINDOW_S  # not "nobody" at once
     (verdict,) = rules.run_step(paged.incident, team.chain, 1300.0, text_limit=None).effects
     assert isinstance(verdict, rules.Reply) and "nobody acknowledged" in verdict.text
+
+
+def test_a_cursor_an_edited_chain_left_on_a_wait_moves_on_to_the_next_page() -> None:
+    edited = (PageStep("alice", (ALICE,)), WaitStep(60), WaitStep(300), PageStep("bob", (BOB,)))
+    incident = replace(opened().incident, step=2, due=1300.0)  # step 2 was a page before
+    (page,) = rules.run_step(incident, edited, 1300.0, text_limit=None).effects
+    assert isinstance(page, rules.Page) and page.recipients == (BOB,)
+
+
+def test_a_cursor_past_an_edited_chain_is_its_end() -> None:
+    incident = replace(opened().incident, step=5, due=1300.0)
+    decision = rules.run_step(incident, (PageStep("alice", (ALICE,)),), 1300.0, text_limit=None)
+    (verdict,) = decision.effects
+    assert isinstance(verdict, rules.Reply) and "nobody acknowledged" in verdict.text
+    assert decision.incident.exhausted and decision.incident.due is None
 
 
 def test_page_text_is_cut_to_the_channel_limit() -> None:
@@ -195,6 +211,17 @@ def test_all_resolved_stops_and_tells_those_paged() -> None:
     assert [type(e) for e in quiet.effects] == [rules.Reply]
 
 
+def test_the_resolved_message_is_cut_to_the_channel_limit_like_the_page() -> None:
+    incident = run(opened(parse(webhook_body(webhook_alert("db-1", "x" * 2000)))).incident, 1000.0)
+    body = webhook_body(webhook_alert("db-1", "x" * 2000, status="resolved"))
+    decision = rules.on_notification(
+        incident.incident, parse(body), 1190.0, notify_resolved=True, text_limit=900
+    )
+    (told,) = [e for e in decision.effects if isinstance(e, rules.NotifyResolved)]
+    assert len(told.text) == 900
+    assert told.text.startswith("RESOLVED #12 HighCPU: xxx") and told.text.endswith("x…")
+
+
 def test_acknowledged_once() -> None:
     incident = run(opened().incident, 1000.0).incident
     decision = rules.acknowledge(incident, "alice", Channel.WHATSAPP, 1190.0)
@@ -204,17 +231,44 @@ def test_acknowledged_once() -> None:
     assert run(decision.incident, 5000.0).effects == ()
     again = rules.acknowledge(decision.incident, "bob", Channel.TELEGRAM, 1200.0)
     assert again == rules.Refused("#12 was already acknowledged by alice on WhatsApp after 3m 10s.")
-    assert rules.state_text(decision.incident, 6, 1200.0) == "acknowledged by alice"
+    assert rules.state_text(decision.incident, PRIMARY, 1200.0) == "acknowledged by alice"
+
+
+def test_incidents_counts_the_configured_steps_and_the_round() -> None:
+    five = Escalation("team", (*PRIMARY.steps, WaitStep(300), PageStep("alice", (ALICE,))))
+    incident = rules.open_incident(4, firing("db-1"), five, 1000.0, can_silence=False).incident
+    assert rules.state_text(incident, five, 1000.0) == "paging, step 1 of 5"
+    paged = rules.run_step(incident, five.chain, 1000.0, text_limit=None).incident
+    assert rules.state_text(paged, five, 1100.0) == "paging, step 2 of 5"
+    states = []
+    incident, now = opened().incident, 1000.0
+    while incident.due is not None:
+        now = max(now, incident.due)
+        states.append(rules.state_text(incident, PRIMARY, now))
+        incident = run(incident, now).incident
+        states.append(rules.state_text(incident, PRIMARY, now + 1))
+    assert states == [
+        "paging, step 1 of 3, round 1 of 2",
+        "paging, step 2 of 3, round 1 of 2",
+        "paging, step 3 of 3, round 1 of 2",
+        "paging, step 1 of 3, round 2 of 2",  # bob paged; the repeat pages alice at once
+        "paging, step 1 of 3, round 2 of 2",
+        "paging, step 2 of 3, round 2 of 2",
+        "paging, step 3 of 3, round 2 of 2",
+        "paging, step 3 of 3, round 2 of 2",  # the last page's time to be answered
+        "paging, step 3 of 3, round 2 of 2",
+        "nobody acknowledged",
+    ]
 
 
 def test_silence_stops_the_escalation() -> None:
     incident = run(opened().incident, 1000.0).incident
-    assert rules.state_text(incident, 6, 1100.0) == "paging, step 2 of 6"
+    assert rules.state_text(incident, PRIMARY, 1100.0) == "paging, step 2 of 3, round 1 of 2"
     decision = rules.silence(incident, "70e9f84a", 4600.0, "carol", 1100.0)
     assert isinstance(decision, rules.Decision) and decision.incident.due is None
     until = rules.clock_text(4600.0)
     assert decision.effects == (rules.Reply(f"silenced by carol until {until} (silence 70e9f84a)"),)
-    assert rules.state_text(decision.incident, 6, 1200.0) == f"silenced until {until}"
+    assert rules.state_text(decision.incident, PRIMARY, 1200.0) == f"silenced until {until}"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ checked with two storages on the same PostgreSQL database."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import asyncpg
 import pytest
 
 from bot.errors import StorageUnavailable
+from bot.recipients import Recipient
 from bot.storage import (
     Arrival,
     PostProgress,
@@ -21,6 +23,7 @@ from bot.storage import (
     Taken,
     Thread,
 )
+from bot.storage.paging import Arriving, PagingStore
 from bot.storage.postgres import PostgresDriver
 from bot.storage.sqlite import SqliteDriver
 from bot.vocabulary import AuditEntry, Channel, Outcome
@@ -326,6 +329,44 @@ async def test_a_database_that_cannot_take_a_statement_raises_storage_unavailabl
             await storage.add_audit([AuditEntry(-1, 1, "/wa", (), Outcome.OK, "", NOW, ())])
     finally:
         await storage.aclose()
+
+
+async def taken_page(storage: Storage, lease_s: float) -> tuple[PagingStore, int]:
+    """An incident whose first page was taken, at ``NOW``, by replica ``a``."""
+    from bot.config import Escalation, PageStep
+    from bot.paging import incidents as rules
+    from bot.paging.intake import parse_notification
+    from tests.alertmanager import webhook_alert, webhook_body
+
+    store = PagingStore(storage.driver)
+    body = webhook_body(webhook_alert("db-1", "CPU above 90% on db-1"))
+    notification = parse_notification(json.dumps(body).encode())
+    chain = Escalation("team", (PageStep("alice", (Recipient("alice", "4412345678"),)),))
+
+    def opens(current: rules.Incident | None, number: int) -> rules.Decision:
+        return rules.open_incident(number, notification, chain, NOW, can_silence=False)
+
+    await store.notifications([Arriving(notification.group, True, opens)], -1, NOW)
+    _, (send,) = await store.run_due(
+        NOW, 10, lambda i: rules.run_step(i, chain.chain, NOW, text_limit=None), "a", lease_s
+    )
+    return store, send.id
+
+
+async def test_a_live_process_s_slow_send_is_never_called_interrupted(
+    storage: Storage,
+) -> None:
+    """SQLite: only at start is a send still taken one a dead process left. PostgreSQL:
+    one whose lease its sender renews is not; one whose lease ran out is."""
+    store, taken = await taken_page(storage, lease_s=60)
+    one_process = storage.driver.dialect.one_process
+    await store.renew_sends([taken], "a", NOW + 200)
+    assert await store.interrupted_sends(NOW + 100, starting=False) == []
+    late = await store.interrupted_sends(NOW + 300, starting=False)
+    assert [send.id for send in late] == ([] if one_process else [taken])
+    if one_process:
+        (left,) = await store.interrupted_sends(NOW + 300, starting=True)
+        assert left.id == taken
 
 
 async def test_a_second_process_on_the_sqlite_file_leaves_the_posters_leases(

@@ -32,7 +32,7 @@ from typing import Protocol
 from bot.audit import AuditLog
 from bot.clock import Clock
 from bot.commands import SendText
-from bot.config import AlertsConfig, EscalationStep
+from bot.config import AlertsConfig, Escalation, EscalationStep
 from bot.errors import AlertmanagerError, LimitExceeded
 from bot.gateway import WhatsMate
 from bot.logs import get_logger
@@ -49,6 +49,7 @@ from bot.vocabulary import AuditEntry, Channel, Outcome
 
 SCAN_EVERY_S = 2.0  # look for steps due on incidents another replica opened this often
 DUE_BATCH = 500
+STEP_RETRY_S = 60.0  # a step that failed is tried again this much later
 INTAKE_BATCH = 64  # notifications per transaction: short enough for the runner to get in
 _ACK = re.compile(r"\s*ack\b(?:\s+#?(\d+)\b)?", re.IGNORECASE)
 log = get_logger("bot.paging")
@@ -99,6 +100,7 @@ class Pager:
         clock: Clock,
         replica: str,
         send_lease_s: float,
+        finish_s: float | None = None,
         max_concurrency: int = 20,
         alertmanager: Alertmanager | None = None,
         observer: PagingObserver | None = None,
@@ -112,6 +114,7 @@ class Pager:
         self._clock = clock
         self._replica = replica
         self._send_lease_s = send_lease_s
+        self._finish_s = send_lease_s if finish_s is None else finish_s  # on stop, at most
         self._max_concurrency = max_concurrency
         self._alertmanager = alertmanager
         self._observer = observer
@@ -142,6 +145,7 @@ class Pager:
             raise
         now = self._clock.now()
         alerts = self.alerts
+        limit = self._gateway.api.text_limits.get("message")
 
         def decide(current: rules.Incident | None, number: int) -> rules.Decision | None:
             if current is None:
@@ -151,7 +155,7 @@ class Pager:
                     number, notification, escalation, now, can_silence=can_silence
                 )
             return rules.on_notification(
-                current, notification, now, notify_resolved=alerts.notify_resolved
+                current, notification, now, notify_resolved=alerts.notify_resolved, text_limit=limit
             )
 
         status = notification.status.value
@@ -177,12 +181,16 @@ class Pager:
     # -- the runner -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Until cancelled: run due steps and make the sends they owe."""
+        """Until cancelled: run due steps and make the sends they owe. Cancelled (the bot
+        stops), it takes no new step but finishes the pass under way and lets the sends
+        in flight end, so their outcomes are stored rather than left ``outcome unknown``."""
         starting = True
+        passing: asyncio.Future[None] | None = None
         try:
             while True:
-                try:
-                    await self.run_due(starting=starting)
+                try:  # a pass is never cut in two: what it claims, it starts
+                    passing = asyncio.ensure_future(self.run_due(starting=starting))
+                    await asyncio.shield(passing)
                     starting = False
                 except Exception:  # the database is away: look again at the next scan
                     log.exception("paging_pass_failed")
@@ -199,9 +207,20 @@ class Pager:
                         await self._wake.wait()
                 self._wake.clear()
         finally:
-            for task in self._sending:
+            await self._finish_in_flight(passing)
+
+    async def _finish_in_flight(self, passing: asyncio.Future[None] | None) -> None:
+        """Stopping: the pass under way and the sends in flight get as long as the gateway
+        takes for every attempt of one send; whatever is still out then is cancelled (and
+        answered ``outcome unknown`` at the next start)."""
+        if passing is not None and not passing.done():
+            await asyncio.wait([passing], timeout=self._finish_s)
+        if self._sending:
+            log.info("paging_finishing_sends", sends=len(self._sending))
+            _, late = await asyncio.wait(set(self._sending), timeout=self._finish_s)
+            for task in late:
                 task.cancel()
-            await asyncio.gather(*self._sending, return_exceptions=True)
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def run_due(self, *, starting: bool = False) -> None:
         """One pass: answer interrupted sends, take due steps, start the sends owed.
@@ -221,7 +240,13 @@ class Pager:
         limit = self._gateway.api.text_limits.get("message")
 
         def step(incident: rules.Incident) -> rules.Decision | rules.Refused:
-            return rules.run_step(incident, self._chain(incident), now, text_limit=limit)
+            """One incident's step; one that fails is logged and looked at later, so it
+            never holds up the others' (they are taken in the same transaction)."""
+            try:
+                return rules.run_step(incident, self._chain(incident), now, text_limit=limit)
+            except Exception:
+                log.exception("paging_step_failed", incident=incident.number)
+                return rules.postpone(incident, now + STEP_RETRY_S)
 
         decided, sends = await self._store.run_due(
             now, DUE_BATCH, step, self._replica, self._send_lease_s
@@ -246,14 +271,18 @@ class Pager:
         while self._sending:
             await asyncio.gather(*list(self._sending), return_exceptions=True)
 
+    def _escalation(self, incident: rules.Incident) -> Escalation | None:
+        return self.alerts.escalations.get(incident.escalation or "")
+
     def _chain(self, incident: rules.Incident) -> tuple[EscalationStep, ...]:
-        escalation = self.alerts.escalations.get(incident.escalation or "")
+        escalation = self._escalation(incident)
         return escalation.chain if escalation else ()
 
     async def _send(self, batch: _Batch, rows: list[SendRow]) -> None:
         """Make one batch of sends through the /wa and /tg path, then store how they
         ended and the reply that says so under the incident post."""
         recipients = tuple(row.recipient for row in rows)
+        renewing = asyncio.create_task(self._renew([row.id for row in rows]))
         try:
             plan = plan_send(
                 SendText(batch.channel, "page", batch.body), recipients, self._gateway, None
@@ -261,6 +290,8 @@ class Pager:
             lines = await run_send(plan, self._gateway, self._max_concurrency)
         except LimitExceeded as exc:
             lines = [SendLine(r, Outcome.ERROR, f"not sent — {exc}") for r in recipients]
+        finally:
+            renewing.cancel()
         verb = "paged" if batch.kind is SendKind.PAGE else "RESOLVED sent to"
         text = "\n".join(
             f"{verb} {self._name(line.recipient)} on {batch.channel.label}: "
@@ -274,6 +305,18 @@ class Pager:
             self._record(
                 batch.incident, batch.kind, line.recipient, line.outcome, line.text, line.job_id
             )
+
+    async def _renew(self, ids: list[int]) -> None:
+        """While the sends run: renew their lease, a third of it at a time, so a slow
+        gateway never makes another replica call them interrupted."""
+        while True:
+            await asyncio.sleep(self._send_lease_s / 3)
+            try:
+                await self._store.renew_sends(
+                    ids, self._replica, self._clock.now() + self._send_lease_s
+                )
+            except Exception:  # the database is away: the next renewal, or the lease runs out
+                log.warning("send_lease_renewal_failed", exc_info=True)
 
     async def _finish_sends(self, batch: list[tuple[list[SendDone], NewReply]]) -> list[None]:
         """How sends ended, for every batch that finished meanwhile: one commit."""
@@ -413,7 +456,7 @@ class Pager:
         found = await self._store.open_incidents()
         if not found:
             return "No open incidents."
-        return "\n".join(rules.incident_line(i, len(self._chain(i)), now) for i in found)
+        return "\n".join(rules.incident_line(i, self._escalation(i), now) for i in found)
 
 
 def _result(decision: rules.Decision | None) -> str:

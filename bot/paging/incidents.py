@@ -139,11 +139,17 @@ def open_incident(
 
 
 def on_notification(
-    incident: Incident, notification: Notification, now: float, *, notify_resolved: bool
+    incident: Incident,
+    notification: Notification,
+    now: float,
+    *,
+    notify_resolved: bool,
+    text_limit: int | None = None,
 ) -> Decision:
-    """A later notification for an open incident: nothing, a change, or resolved."""
+    """A later notification for an open incident: nothing, a change, or resolved (the
+    RESOLVED message cut to ``text_limit``, as pages are)."""
     if not notification.fingerprints:
-        return _resolve(incident, now, notify_resolved)
+        return _resolve(incident, now, notify_resolved, text_limit)
     firing = _names(notification.firing, notification.common_labels)
     if set(firing) == set(incident.firing):
         return Decision(incident)  # Alertmanager's repeat, or the HA twin's copy
@@ -156,7 +162,9 @@ def on_notification(
     return Decision(changed, (Reply("\n".join(lines)),))
 
 
-def _resolve(incident: Incident, now: float, notify_resolved: bool) -> Decision:
+def _resolve(
+    incident: Incident, now: float, notify_resolved: bool, text_limit: int | None
+) -> Decision:
     resolved = replace(incident, resolved_at=now, due=None)
     effects: list[Effect] = [
         Reply(
@@ -165,8 +173,8 @@ def _resolve(incident: Incident, now: float, notify_resolved: bool) -> Decision:
         )
     ]
     if notify_resolved:
-        summary = f": {incident.summary}" if incident.summary else ""
-        effects.append(NotifyResolved(f"RESOLVED #{incident.number} {incident.alertname}{summary}"))
+        head = f"RESOLVED #{incident.number} {incident.alertname}"
+        effects.append(NotifyResolved(_cut(head, incident.summary, "", text_limit)))
     return Decision(resolved, tuple(effects))
 
 
@@ -180,7 +188,8 @@ def run_step(
     """The step at the cursor fell due: page (and move on), or say nobody acknowledged."""
     if incident.due is None or not incident.open:
         return Decision(incident)
-    if incident.step >= len(chain):
+    at = next((i for i in range(incident.step, len(chain)) if isinstance(chain[i], PageStep)), None)
+    if at is None:  # past the end — or, after a config edit, only waits are left
         done = replace(incident, due=None, exhausted=True)
         steps = len(chain)
         text = (
@@ -188,11 +197,16 @@ def run_step(
             f"(all {steps} step{'s' if steps != 1 else ''} of {incident.escalation} ran)"
         )
         return Decision(done, (Reply(text),))
-    page = chain[incident.step]
-    assert isinstance(page, PageStep), "the cursor rests on pages only"
-    step, due = _cursor(chain, incident.step + 1, now)
-    effect = Page(incident.step, page.recipients, page.channel, page_text(incident, text_limit))
+    page = chain[at]  # the cursor rests on a page, unless the escalation was edited since
+    assert isinstance(page, PageStep)
+    step, due = _cursor(chain, at + 1, now)
+    effect = Page(at, page.recipients, page.channel, page_text(incident, text_limit))
     return Decision(replace(incident, step=step, due=due), (effect,))
+
+
+def postpone(incident: Incident, until: float) -> Decision:
+    """A step that could not be run (a bug): looked at again at ``until``, not at once."""
+    return Decision(replace(incident, due=until))
 
 
 def acknowledge(incident: Incident, by: str, via: Channel, now: float) -> Decision | Refused:
@@ -223,13 +237,17 @@ def silence(
 def page_text(incident: Incident, limit: int | None) -> str:
     """FIRING, the number, the alert name and summary (cut to ``limit``), and the ACK hint."""
     head = f"FIRING #{incident.number} {incident.alertname}"
-    tail = f"\n{ACK_HINT}"
-    summary = f": {incident.summary}" if incident.summary else ""
-    if limit is not None and len(head) + len(summary) + len(tail) > limit:
+    return _cut(head, incident.summary, f"\n{ACK_HINT}", limit)
+
+
+def _cut(head: str, summary: str, tail: str, limit: int | None) -> str:
+    """``head: summary`` then ``tail``, within ``limit``: the summary gives way first."""
+    colon = f": {summary}" if summary else ""
+    if limit is not None and len(head) + len(colon) + len(tail) > limit:
         room = max(0, limit - len(head) - len(tail) - 1)
-        summary = summary[:room] + "…" if room else ""
-        head = head[: limit - len(tail) - len(summary)]
-    return f"{head}{summary}{tail}"
+        colon = colon[:room] + "…" if room else ""
+        head = head[: limit - len(tail) - len(colon)]
+    return f"{head}{colon}{tail}"
 
 
 def ack_text(ack: Ack, incident: Incident) -> str:
@@ -237,8 +255,9 @@ def ack_text(ack: Ack, incident: Incident) -> str:
     return f"acknowledged by {ack.by} on {ack.via.label} after {after}"
 
 
-def state_text(incident: Incident, chain_length: int, now: float) -> str:
-    """What ``/incidents`` says the escalation is doing."""
+def state_text(incident: Incident, escalation: Escalation | None, now: float) -> str:
+    """What ``/incidents`` says the escalation is doing: the step among the configured
+    ones and, when it repeats, the round (``paging, step 2 of 5, round 2 of 2``)."""
     if incident.ack is not None:
         return f"acknowledged by {incident.ack.by}"
     if incident.silenced_until is not None:
@@ -247,13 +266,18 @@ def state_text(incident: Incident, chain_length: int, now: float) -> str:
         return "nobody acknowledged"
     if incident.escalation is None or incident.due is None:
         return "nobody paged (no route matched)"
+    if escalation is None or not escalation.steps:  # taken out of the config since
+        return "paging"
+    steps, rounds = len(escalation.steps), escalation.repeat + 1
     running = incident.step + 1 if incident.due <= now else incident.step
-    return f"paging, step {max(1, min(running, chain_length))} of {chain_length}"
+    at = max(1, min(running, steps * rounds)) - 1  # where in the chain, repeats spelled out
+    text = f"paging, step {at % steps + 1} of {steps}"
+    return f"{text}, round {at // steps + 1} of {rounds}" if rounds > 1 else text
 
 
-def incident_line(incident: Incident, chain_length: int, now: float) -> str:
+def incident_line(incident: Incident, escalation: Escalation | None, now: float) -> str:
     since = time.strftime("%Y-%m-%d %H:%M", time.localtime(incident.opened_at))
-    state = state_text(incident, chain_length, now)
+    state = state_text(incident, escalation, now)
     return f"#{incident.number} {incident.alertname} — firing since {since} — {state}"
 
 

@@ -349,8 +349,12 @@ class PagingStore:
     async def interrupted_sends(self, now: float, *, starting: bool) -> list[SendRow]:
         """Sends taken by a replica that died before it knew how they ended: answered
         ``unknown``, never made again. On SQLite one process owns the file, so at start
-        everything still taken was taken by a process that is gone."""
-        cutoff = _EVER if starting and self._db.dialect.one_process else now
+        everything still taken was taken by a process that is gone — and later, nothing
+        is (what is taken is this live process's own, however slow); on PostgreSQL, a
+        send whose lease ran out (its sender renews it while it runs, ``renew_sends``)."""
+        if self._db.dialect.one_process and not starting:
+            return []
+        cutoff = _EVER if self._db.dialect.one_process else now
         async with self._db.transaction() as tx:
             rows = await tx.fetch(
                 f"SELECT {_SEND_COLUMNS} FROM incident_sends"
@@ -363,6 +367,15 @@ class PagingStore:
                 [(row[0],) for row in rows],
             )
         return [_send(row) for row in rows]
+
+    async def renew_sends(self, ids: Sequence[int], owner: str, until: float) -> None:
+        """The sender of these sends is alive and still sending: their lease runs to
+        ``until``, so no other replica calls them interrupted."""
+        await self._db.executemany(
+            "UPDATE incident_sends SET lease_until = ? WHERE id = ? AND state = 'sending'"
+            " AND owner = ?",
+            [(until, i, owner) for i in ids],
+        )
 
     async def add_replies(self, replies: Sequence[NewReply]) -> None:
         async with self._db.transaction() as tx:
