@@ -134,6 +134,24 @@ async def until_stored(what: str, write: Callable[[], Awaitable[T]]) -> T:
     return await retrying(write)
 
 
+async def keep_renewed(
+    what: str, renew: Callable[[], Awaitable[bool]], every_s: float, lost: asyncio.Event
+) -> None:
+    """``renew()`` every ``every_s`` while a post is under way (until cancelled): a
+    failed renewal is logged and tried again (the lease still runs), a lease found taken
+    by another replica (False) sets ``lost``, which stops the post."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            held = await renew()
+        except Exception as exc:  # the database is away: try again, the lease still runs
+            log.warning(f"{what}_failed", error=repr(exc))
+            continue
+        if not held:
+            lost.set()
+            return
+
+
 class Bridge:
     """Accepts inbound messages into ``Storage`` and posts them into the chat."""
 
@@ -325,20 +343,13 @@ class Bridge:
         await until_stored("mark_posted", mark)
 
     async def _renew(self, ids: list[int], lost: asyncio.Event) -> None:
-        """Hold the lease on ``ids`` while their post is under way; a failed renewal is
-        logged and tried again, a lease found taken by another replica stops the post."""
-        while True:
-            await asyncio.sleep(RENEW_EVERY_S)
-            try:
-                held = await self._storage.lease_inbound(
-                    ids, self._holder, self._clock.now() + LEASE_S
-                )
-            except Exception as exc:  # the database is away: try again, the lease still runs
-                log.warning("lease_renewal_failed", error=repr(exc))
-                continue
-            if not held:
-                lost.set()
-                return
+        """Hold the lease on ``ids`` while their post is under way."""
+
+        async def renew() -> bool:
+            until = self._clock.now() + LEASE_S
+            return await self._storage.lease_inbound(ids, self._holder, until)
+
+        await keep_renewed("lease_renewal", renew, RENEW_EVERY_S, lost)
 
     async def _redirect(self, chat: int, ids: list[int], refused: ChatRefused) -> None:
         """Telegram refuses ``chat`` for good: post in the chat it moved to, else in

@@ -25,7 +25,7 @@ from functools import partial
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from bot.bridge import PART_MAX, REPEAT_MARK, Button, Post, until_stored
+from bot.bridge import PART_MAX, REPEAT_MARK, Button, Post, keep_renewed, until_stored
 from bot.clock import Clock
 from bot.errors import ChatRefused, PostFailed, PostMaybeSent
 from bot.logs import get_logger
@@ -177,20 +177,18 @@ class IncidentPoster:
             await until_stored("incident_post_marked", done)
 
     async def _renew(self, ids: list[int], held: float, lost: asyncio.Event) -> None:
-        """Hold the claim on ``ids`` while their post is under way (the front end may hold
-        it back for Telegram's limit); a claim found taken by another replica stops it."""
-        while True:
-            await asyncio.sleep(RENEW_EVERY_S)
+        """Hold the claim on ``ids`` (until ``held``) while their post is under way: the
+        front end may hold it back for Telegram's limit."""
+
+        async def renew() -> bool:
+            nonlocal held
             until = self._clock.now() + LEASE_S
-            try:
-                held_still = await self._store.renew_posts(ids, held, until)
-            except Exception as exc:  # the database is away: try again, the claim still runs
-                log.warning("incident_post_renewal_failed", error=repr(exc))
-                continue
-            if not held_still:
-                lost.set()
-                return
+            if not await self._store.renew_posts(ids, held, until):
+                return False
             held = until
+            return True
+
+        await keep_renewed("incident_post_renewal", renew, RENEW_EVERY_S, lost)
 
     async def _post(self, post: Post, planned: Planned, lost: asyncio.Event) -> int | None:
         """One post, in parts of at most a message each (the buttons under the last);
