@@ -386,3 +386,29 @@ async def test_a_second_process_on_the_sqlite_file_leaves_the_posters_leases(
         assert len((await running.claim_inbound(-1, NOW + 1, 15, "b")).messages) == 1
     finally:
         await running.aclose()
+
+
+async def test_prune_drops_closed_incidents_and_posted_incident_posts(storage: Storage) -> None:
+    db = storage.driver
+    for number, is_open in ((1, False), (2, True)):
+        await db.execute(
+            "INSERT INTO incidents (number, grp, is_open, opened_at, chat_id, state)"
+            " VALUES (?, ?, ?, ?, -1, '{}')",
+            number, f"g{number}", is_open, NOW,
+        )  # fmt: skip
+        await db.execute(
+            "INSERT INTO incident_sends (incident, kind, step, written, number, channel,"
+            " state, created) VALUES (?, 'page', 0, 'alice', '4412345678', 'whatsapp',"
+            " 'done', ?)",
+            number, NOW,
+        )  # fmt: skip
+        await db.execute(
+            "INSERT INTO incident_posts (incident, chat_id, opening, body, line, silence,"
+            " posted) VALUES (?, -1, TRUE, 'FIRING', 'line', FALSE, ?)",
+            number, NOW if number == 1 else None,
+        )  # fmt: skip
+    await storage.prune(NOW + 8 * DAY)  # a week on: closed #1's sends and the posted post
+    assert await db.fetch("SELECT incident FROM incident_sends ORDER BY incident") == [(2,)]
+    assert await db.fetch("SELECT incident FROM incident_posts") == [(2,)]  # waiting: kept
+    await storage.prune(NOW + 31 * DAY)  # a month on: closed #1 itself; open #2 stays
+    assert await db.fetch("SELECT number FROM incidents") == [(2,)]

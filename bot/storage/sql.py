@@ -56,6 +56,16 @@ KEPT: dict[str, tuple[str, float]] = {
     "prompts": ("DELETE FROM prompts WHERE created < ?", HOUR),
     # a slot claimed: far longer than any schedule's period
     "schedule_slots": ("DELETE FROM schedule_slots WHERE at < ?", 7 * 24 * HOUR),
+    # paging: incident posts made a week ago; the sends of incidents closed a week ago
+    # (an open incident's are kept: they say who was paged, for ack and RESOLVED); closed
+    # incidents after 30 days (their numbers are never reused)
+    "incident_posts": ("DELETE FROM incident_posts WHERE posted < ?", 7 * 24 * HOUR),
+    "incident_sends": (
+        "DELETE FROM incident_sends WHERE created < ?"
+        " AND incident IN (SELECT number FROM incidents WHERE NOT is_open)",
+        7 * 24 * HOUR,
+    ),
+    "incidents": ("DELETE FROM incidents WHERE NOT is_open AND opened_at < ?", 30 * 24 * HOUR),
 }
 AUDIT_COLUMNS = "at, chat_id, user_id, command, recipients, outcome, detail, job_ids"
 INBOUND_COLUMNS = "id, channel, number, body, chat_id, reply_to"
