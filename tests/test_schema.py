@@ -138,7 +138,9 @@ async def test_a_sqlite_transaction_is_not_interleaved(tmp_path: Path) -> None:
         async with driver.transaction() as transaction:
             await transaction.executemany("INSERT INTO t VALUES (?)", [("c",), ("d",)])
         assert await driver.fetch("SELECT v FROM t ORDER BY v") == [("b",), ("c",), ("d",)]
-        assert await driver.fetchone("PRAGMA synchronous") == (2,)  # FULL: stored is on disk
+        async with driver.transaction(durable=True) as transaction:
+            assert await transaction.fetchone("PRAGMA synchronous") == (2,)  # FULL: on disk
+        assert await driver.fetchone("PRAGMA synchronous") == (1,)  # NORMAL: no fsync each
     finally:
         await driver.aclose()
 

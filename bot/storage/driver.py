@@ -68,11 +68,16 @@ class Connection(Protocol):
 class Driver(Connection, Protocol):
     dialect: Dialect
 
-    def transaction(self, lock: str | None = None) -> AbstractAsyncContextManager[Connection]:
+    def transaction(
+        self, lock: str | None = None, *, durable: bool = False
+    ) -> AbstractAsyncContextManager[Connection]:
         """One transaction; with ``lock``, serialised against every other transaction
         taking the same lock name, across replicas (``pg_advisory_xact_lock`` on
         PostgreSQL; the SQLite driver's ``BEGIN IMMEDIATE`` already serialises writers).
-        Committed when the block ends, rolled back when it raises."""
+        Committed when the block ends, rolled back when it raises. ``durable``: the
+        commit is on disk before the block ends, even if the machine loses power — for
+        what "200 means stored" promises (inbound messages, alerts); every commit
+        survives the process dying."""
         ...
 
     async def aclose(self) -> None: ...

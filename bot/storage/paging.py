@@ -148,7 +148,7 @@ class PagingStore:
         group are applied in the order they came, each to what the one before made.
         """
         groups = sorted({a.group for a in arriving})
-        async with self._db.transaction() as tx:
+        async with self._db.transaction(durable=True) as tx:  # 200 means on disk
             current = await self._open_of(tx, groups)
             new = [g for g in groups if g not in current and any(
                 a.opens for a in arriving if a.group == g)]  # fmt: skip

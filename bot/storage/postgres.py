@@ -129,9 +129,12 @@ class PostgresDriver(_Statements):
         return cls(pool)
 
     @asynccontextmanager
-    async def transaction(self, lock: str | None = None) -> AsyncIterator[Connection]:
-        """Its statements raise ``StorageUnavailable`` themselves; so do taking a
-        connection, ``BEGIN`` and ``COMMIT`` (the transaction did not happen)."""
+    async def transaction(
+        self, lock: str | None = None, *, durable: bool = False
+    ) -> AsyncIterator[Connection]:
+        """Every commit is durable here (``synchronous_commit`` on). Its statements
+        raise ``StorageUnavailable`` themselves; so do taking a connection, ``BEGIN``
+        and ``COMMIT`` (the transaction did not happen)."""
         try:
             async with self._pool.acquire() as connection, connection.transaction():
                 statements = _Statements(connection)

@@ -330,7 +330,8 @@ class SqlStorage:
     async def accept_inbound(self, arrival: Arrival) -> int | None:
         """Store a message for posting; the chat it goes to, or None for a repeat."""
         # Two replicas given the same delivery at once: one stores it, one sees it.
-        async with self._driver.transaction(lock=arrival.digest) as connection:
+        # durable: "200 means stored" means on disk
+        async with self._driver.transaction(lock=arrival.digest, durable=True) as connection:
             repeated = await connection.fetchone(
                 "SELECT 1 FROM inbound WHERE digest = ? AND received > ?",
                 arrival.digest, arrival.repeat_after,

@@ -4,8 +4,11 @@ SQLite calls block, so they never run on the event loop: one worker thread owns 
 connection and every statement is queued to it, in order. Because there is one
 connection, a transaction is one asyncio lock held from ``BEGIN IMMEDIATE`` to
 ``COMMIT``: no other coroutine's statement can land inside it, and a statement outside
-any transaction waits for it too. WAL with ``synchronous=FULL``: a committed write is on
-disk before the caller hears so ("200 means stored"), even if the machine loses power.
+any transaction waits for it too. WAL: a committed write survives the process dying;
+a durable transaction (``synchronous=FULL`` for its commit: inbound messages, alerts)
+is on disk before the caller hears so ("200 means stored"), even if the machine loses
+power. The rest skip that fsync per commit (``NORMAL``), which is what made every
+command's audit, thread and journal write cost one.
 A statement SQLite could not run for want of the database (``OperationalError``: disk
 full, I/O, locked, read-only) leaves as ``StorageUnavailable``, in the one hop every
 statement, ``COMMIT`` and ``ROLLBACK`` takes.
@@ -32,13 +35,22 @@ def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA synchronous=NORMAL")  # FULL for durable transactions
     connection.execute("PRAGMA secure_delete=ON")  # a dropped message body is overwritten
     return connection
 
 
-def _end(connection: sqlite3.Connection, commit: bool) -> None:
-    """COMMIT (or ROLLBACK) the open transaction, if one is open."""
+def _end(connection: sqlite3.Connection, commit: bool, durable: bool = False) -> None:
+    """COMMIT (or ROLLBACK) the open transaction, if one is open; after a durable one,
+    back to ``synchronous=NORMAL``."""
+    try:
+        _finish(connection, commit)
+    finally:
+        if durable:
+            connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def _finish(connection: sqlite3.Connection, commit: bool) -> None:
     if not connection.in_transaction:
         return  # no statement of it ran (cancelled before the first one did)
     if commit:
@@ -150,17 +162,23 @@ class SqliteDriver(_Statements):
         return cls(executor, connection, asyncio.Lock())
 
     @asynccontextmanager
-    async def transaction(self, lock: str | None = None) -> AsyncIterator[Connection]:
+    async def transaction(
+        self, lock: str | None = None, *, durable: bool = False
+    ) -> AsyncIterator[Connection]:
         """``BEGIN IMMEDIATE`` (with the first statement): the write lock is taken at the
         start, so a transaction never fails half-way for want of it; ``lock`` needs
-        nothing more here, where one process owns the file."""
+        nothing more here, where one process owns the file. ``durable``: its COMMIT is
+        on disk before it returns (``synchronous=FULL``), even if the machine loses
+        power; every other commit survives the process dying (WAL, ``NORMAL``)."""
         async with self._lock:
+            if durable:
+                await self._run(lambda c: c.execute("PRAGMA synchronous=FULL"), whole=True)
             try:
                 yield _Statements(self._executor, self._connection, lock=None)
             except BaseException:
-                await self._run(lambda c: _end(c, commit=False), whole=True)
+                await self._run(lambda c: _end(c, commit=False, durable=durable), whole=True)
                 raise
-            await self._run(lambda c: _end(c, commit=True), whole=True)
+            await self._run(lambda c: _end(c, commit=True, durable=durable), whole=True)
 
     async def aclose(self) -> None:
         async with self._lock:
