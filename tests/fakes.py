@@ -161,6 +161,10 @@ class HttpServer:
         async with self.changed:
             self.changed.notify_all()
 
+    def prepare(self, request: HttpRequest) -> None:
+        """Read what the request says about itself before it is recorded (a waiter may
+        look at it before it is handled)."""
+
     async def handle(self, request: HttpRequest) -> HttpResponse:  # pragma: no cover
         raise NotImplementedError
 
@@ -177,6 +181,7 @@ class HttpServer:
                 request = await _read_request(reader)
                 if request is None:
                     return
+                self.prepare(request)
                 self.requests.append(request)
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -634,9 +639,13 @@ class FakeTelegram(HttpServer):
 
     # the Bot API
 
-    async def handle(self, request: HttpRequest) -> HttpResponse:
+    def prepare(self, request: HttpRequest) -> None:
+        """Which replica asked: tagged as it is recorded, so ``pollers()`` never sees an
+        untagged getUpdates that is recorded but not yet handled."""
         if tagged := re.match(r"/r(\w+)(/(?:file/)?bot.*)", request.path):
             request.tag, request.path = tagged[1], tagged[2]
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith(f"/file/bot{self.token}/"):
             name = request.path.rsplit("/", 1)[1]
             if name in self.files:
