@@ -3,12 +3,18 @@
 Exit codes are part of the contract (SPEC.md): a bad config is one line naming the key
 and exit 2, never a traceback; ``exec`` exits 0 ok, 1 gateway or outcome failure,
 2 usage or config error, so it can run from cron.
+
+Start-up only builds what lives as long as the process (modules, classes, the config):
+the collector is off until the runtime is open, then all of it is frozen (``gc.freeze``,
+never scanned again) and collection resumes for what the running bot allocates. Letting
+CPython collect as those objects pile up cost a sixth of the start-up (``make bench``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -73,11 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        gc.enable()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.action == "demo":
         from bot.demo import run_demo
 
         configure_logging(fmt="console", level="warning")
+        _started()
         return asyncio.run(run_demo(api_version=args.api_version))
     try:
         config = load_config(args.config)
@@ -94,6 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # found on opening (a database.url asyncpg refuses)
         print(f"config error: {redact(str(exc), config.secrets)}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _started() -> None:
+    """Start-up is over: freeze what it built and collect from here on."""
+    gc.freeze()
+    gc.enable()
 
 
 async def _run(config: Config) -> int:
@@ -115,6 +136,7 @@ async def _run(config: Config) -> int:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal, number)
     async with open_runtime(config, serving=True) as runtime:
+        _started()
         await Lifecycle.of_bot(runtime, TelegramFrontend(runtime)).run(stop)
     log.info("stopped")
     return EXIT_OK
