@@ -201,7 +201,7 @@ async def run_demo(
                     reply = await runtime.service.handle(request)
                     reply_text = reply.text
                     if reply.confirm:
-                        pending = reply.confirm
+                        pending = reply.confirm.token
                         reply_text += "\n[Send] [Cancel] — type send or cancel"
                 say("\n".join(f"bot> {row}" for row in reply_text.splitlines()))
                 show_calls(seen)

@@ -39,12 +39,20 @@ class ReplyFile:
 
 
 @dataclass(frozen=True)
+class Confirm:
+    """The Send / Cancel buttons under a prompt: its token, and the command it confirms."""
+
+    token: str
+    command: str
+
+
+@dataclass(frozen=True)
 class Reply:
-    """What the user sees. ``confirm`` set: show Send / Cancel buttons carrying that token."""
+    """What the user sees. ``confirm`` set: show Send / Cancel buttons under it."""
 
     text: str
     outcome: Outcome
-    confirm: str | None = None
+    confirm: Confirm | None = None
     file: ReplyFile | None = None
 
 

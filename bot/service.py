@@ -38,6 +38,7 @@ from bot.recipients import Recipient, mask
 from bot.replies import (
     DATABASE_AWAY,
     NOT_ALLOWED,
+    Confirm,
     Reply,
     Result,
     describe_failure,
@@ -64,7 +65,7 @@ from bot.sends import (
     run_send,
 )
 from bot.storage import Storage, StoredPrompt, Thread
-from bot.vocabulary import AuditEntry, Channel, Outcome, UserRole
+from bot.vocabulary import AuditEntry, Channel, Outcome, Press, UserRole
 
 if TYPE_CHECKING:  # paging is imported only by bots that page (runtime)
     from bot.paging.escalation import Pager
@@ -437,7 +438,7 @@ class Service:
         if first_line:
             lines.append(f"Message: {first_line}")
         lines.append("Only you can confirm; this expires in 5 minutes.")
-        return Reply("\n".join(lines), Outcome.PENDING, confirm=token)
+        return Reply("\n".join(lines), Outcome.PENDING, confirm=Confirm(token, name))
 
     async def _send(
         self,
@@ -616,7 +617,7 @@ class Service:
         return Result(Reply(answer.text, outcome), f"#{command.incident}")
 
     async def incident_button(
-        self, number: int, action: str, user_id: int, chat_id: int, who: str
+        self, number: int, press: Press, user_id: int, chat_id: int, who: str
     ) -> str:
         """Acknowledge or Silence 1h pressed under an incident post: the toast to show.
 
@@ -624,17 +625,17 @@ class Service:
         """
         started = time.perf_counter()
         identity = _Identity(user_id, chat_id, self.role(user_id, chat_id, private=False))
-        name = "/ack" if action == "ack" else "/silence"
+        name = f"/{press.value}"
         if identity.role is UserRole.STRANGER:
             result = Result(Reply(NOT_ALLOWED, Outcome.DENIED), "not allowed")
-        elif self._pager is None or action not in ("ack", "silence"):
+        elif self._pager is None or press not in (Press.ACK, Press.SILENCE):
             result = Result(Reply("This button is no longer in use.", Outcome.USAGE))
         else:
             command: c.PagingCommand = (
-                c.Acknowledge(number) if action == "ack" else c.SilenceIncident(number, 3600)
+                c.Acknowledge(number) if press is Press.ACK else c.SilenceIncident(number, 3600)
             )
             result = await self._paging(command, who)
-            if result.reply.outcome is Outcome.ERROR and action == "silence":
+            if result.reply.outcome is Outcome.ERROR and press is Press.SILENCE:
                 await self._pager.report_under(number, f"{who}: {result.reply.text}")
         self._finish(identity, f"{name} (button)", result, started)
         return result.reply.text

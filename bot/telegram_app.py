@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import mimetypes
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -32,6 +31,7 @@ from telegram import (
     Bot,
     BotCommand,
     BotCommandScopeChat,
+    CallbackQuery,
     Document,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -84,13 +84,14 @@ from bot.errors import (
 )
 from bot.logs import get_logger
 from bot.replicas import POLL_TIMEOUT_S
-from bot.replies import DATABASE_AWAY, split_text
+from bot.replies import DATABASE_AWAY, Confirm, split_text
 from bot.runtime import Runtime
 from bot.schedules import Schedule
 from bot.sends import FileCap, FileRef
 from bot.service import CONFIRM_TTL_S, Interrupted, Reply, Request
 from bot.storage import JournalEntry
 from bot.transport import AiohttpTransport
+from bot.vocabulary import ButtonPress, Press
 
 log = get_logger("bot.telegram")
 T = TypeVar("T")
@@ -203,13 +204,21 @@ def to_request(message: Message, http: httpx.AsyncClient) -> Request:
     )
 
 
+def _pressed(query: CallbackQuery | None) -> ButtonPress | None:
+    return ButtonPress.parse(query.data) if query is not None and query.data else None
+
+
 def _markup(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
     row = [InlineKeyboardButton(b.label, callback_data=b.data) for b in buttons]
     return InlineKeyboardMarkup([row]) if row else None
 
 
-def _confirm_buttons(token: str) -> tuple[Button, ...]:
-    return (Button("Send", f"confirm:{token}:send"), Button("Cancel", f"confirm:{token}:cancel"))
+def _confirm_buttons(confirm: Confirm) -> tuple[Button, ...]:
+    send = ButtonPress(confirm.token, Press.SEND, confirm.command)
+    return (
+        Button("Send", send.data),
+        Button("Cancel", ButtonPress(confirm.token, Press.CANCEL).data),
+    )
 
 
 _Answer = tuple[int, Reply, int]  # chat id, reply, the message it answers
@@ -269,8 +278,10 @@ class TelegramFrontend:
                 filters.UpdateType.MESSAGE & (command_text | private_text), self.on_command
             )
         )
-        app.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^confirm:"))
-        app.add_handler(CallbackQueryHandler(self.on_incident_button, pattern=r"^incident:"))
+        app.add_handler(CallbackQueryHandler(self.on_button, pattern=f"^{Press.SEND.area}:"))
+        app.add_handler(
+            CallbackQueryHandler(self.on_incident_button, pattern=f"^{Press.ACK.area}:")
+        )
         if self.replicated:  # every update recorded before, and marked after, handling
             app.add_handler(TypeHandler(Update, self.journal_start), group=-1)
             app.add_handler(TypeHandler(Update, self.journal_done), group=1)
@@ -480,12 +491,13 @@ class TelegramFrontend:
 
     async def _interrupted_press(self, data: str, user_id: int, prompt: Message) -> _Answer | None:
         """Send pressed on a prompt: still waiting means nobody sent it yet (rerun)."""
-        _, token, action = [*data.split(":"), "", ""][:3]
-        if action != "send" or await self.service.prompt_waiting(token):
+        pressed = ButtonPress.parse(data)
+        if pressed is None or pressed.press is not Press.SEND:
             return None
-        asked = re.search(r"/(\w+)", prompt.text or "")
+        if await self.service.prompt_waiting(pressed.key):
+            return None
         request = Request(user_id, prompt.chat_id, False, prompt.text or "")
-        reply = await self.service.interrupted(request, asked[1] if asked else None)
+        reply = await self.service.interrupted(request, pressed.command or None)
         return prompt.chat_id, reply, prompt.message_id
 
     async def on_command(self, update: Update, context: Context) -> None:
@@ -518,7 +530,7 @@ class TelegramFrontend:
             context.job_queue.run_once(
                 self.expire_prompt,
                 CONFIRM_TTL_S,
-                data=_PromptRef(reply.confirm, sent[-1].chat_id, sent[-1].id),
+                data=_PromptRef(reply.confirm.token, sent[-1].chat_id, sent[-1].id),
             )
 
     async def post(
@@ -554,11 +566,11 @@ class TelegramFrontend:
 
     async def on_button(self, update: Update, context: Context) -> None:
         query = update.callback_query
-        if query is None or query.data is None:
+        pressed = _pressed(query)
+        if query is None or pressed is None:
             return
-        _, token, action = [*query.data.split(":"), "", ""][:3]
         result = await self.service.press(
-            token, query.from_user.id, action == "send", self.load_attachment
+            pressed.key, query.from_user.id, pressed.press is Press.SEND, self.load_attachment
         )
         self._must_hold()
         await _quietly(query.answer(result.toast))
@@ -568,14 +580,12 @@ class TelegramFrontend:
     async def on_incident_button(self, update: Update, context: Context) -> None:
         """Acknowledge or Silence 1h under an incident post."""
         query = update.callback_query
-        if query is None or query.data is None or not isinstance(query.message, Message):
-            return
-        _, number, action = [*query.data.split(":"), "", ""][:3]
-        if not number.isdigit():
+        pressed = _pressed(query)
+        if query is None or pressed is None or not isinstance(query.message, Message):
             return
         toast = await self.service.incident_button(
-            int(number),
-            action,
+            int(pressed.key),
+            pressed.press,
             query.from_user.id,
             query.message.chat_id,
             user_name(query.from_user) or f"user {query.from_user.id}",

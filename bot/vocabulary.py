@@ -81,3 +81,44 @@ class AuditEntry:
     detail: str
     at: float = 0.0
     job_ids: tuple[str, ...] = ()  # WhatsMate's ids of the jobs a v3 send or /pdf created
+
+
+class Press(Enum):
+    """What pressing a button under one of the bot's messages asks for."""
+
+    SEND = "send"  # a confirmation prompt's
+    CANCEL = "cancel"
+    ACK = "ack"  # an incident post's
+    SILENCE = "silence"
+
+    @property
+    def area(self) -> str:
+        """The kind of message the button is under: the first word of its callback data."""
+        return "incident" if self in (Press.ACK, Press.SILENCE) else "confirm"
+
+
+@dataclass(frozen=True)
+class ButtonPress:
+    """A button's callback data, ``<area>:<key>:<press>[:<command>]``, written and read
+    here only. ``key`` is the prompt's token or the incident's number; ``command``, on a
+    prompt's buttons, names the command it confirms (a recovery answers in its name)."""
+
+    key: str
+    press: Press
+    command: str = ""
+
+    @property
+    def data(self) -> str:
+        parts = (self.press.area, self.key, self.press.value, self.command)
+        return ":".join(parts if self.command else parts[:3])
+
+    @classmethod
+    def parse(cls, data: str) -> ButtonPress | None:
+        """The press ``data`` stands for; None for data no button of this bot carries."""
+        area, key, value, command = [*data.split(":", 3), "", "", ""][:4]
+        press = next((p for p in Press if p.value == value), None)
+        if press is None or press.area != area or not key:
+            return None
+        if area == "incident" and not key.isdigit():  # an incident's key is its number
+            return None
+        return cls(key, press, command)

@@ -229,29 +229,39 @@ async def test_the_standby_takes_over_a_kill_within_15_s_and_sends_nothing_twice
     telegram.message("/whoami", user=ADMIN)
     handled = telegram.updates[-1]["update_id"]
     await replicas.wait_logged("a", f'"update_id": {handled}')  # "update_done": journal
+    telegram.message(BROADCAST, user=ADMIN, chat=TEAM)
+    (prompt,) = await telegram.wait_replies(1, TEAM)
     whatsmate.fail("/whatsapp/", HOLD)
     whatsmate.fail("/v1/gateway/status", HOLD)
     page = telegram.message("/wa alice db-1 is down", user=USER, chat=TEAM)
-    telegram.message("/status", user=USER, chat=TEAM)
-    await whatsmate.wait_for(lambda: whatsmate.in_flight >= 2)
+    status = telegram.message("/status", user=USER, chat=TEAM)
+    telegram.press(prompt, "Send", user=ADMIN)  # the confirmed sends are out, too
+    await whatsmate.wait_for(lambda: len(whatsmate.calls("/whatsapp/")) >= 2)  # /wa, Send
+    await whatsmate.wait_for(lambda: len(whatsmate.calls("/v1/gateway/status")) >= 1)
     await replicas.kill("a")
     killed = asyncio.get_running_loop().time()
+    reached = len(whatsmate.calls("/whatsapp/"))  # all the dead poller ever sent
     whatsmate.release()  # what the dead poller asked no longer gets an answer anywhere
     telegram.message("/help", user=ADMIN)
-    replies = await telegram.wait_replies(2, TEAM, timeout=15)
+    _, *replies = await telegram.wait_replies(4, TEAM, timeout=15)
     await telegram.wait_replies(2, ADMIN, timeout=15)
     assert asyncio.get_running_loop().time() - killed < 15
     assert telegram.pollers() == {"a", "b"}
     assert (await replicas.health("b"))["role"] == "poller"
     await replicas.stop_all()
-    by_text = {r.text.split("\n")[0]: r for r in replies}
-    unknown = by_text["/wa: outcome unknown — the bot restarted while handling it, so it "
-                      "may have been delivered. Not retried: check with the recipient "
-                      "before sending again."]  # fmt: skip
-    assert unknown.reply_to == page["message_id"]
-    assert "WhatsApp gateway: up" in by_text
-    assert len(whatsmate.calls("/whatsapp/")) == 1  # the one the dead poller sent
-    assert len(telegram.replies(TEAM)) == 2
+    unknown = (
+        "/wa: outcome unknown — the bot restarted while handling it, so it may have "
+        "been delivered. Not retried: check with the recipient before sending again."
+    )
+    answered = {r.reply_to: r.text.split("\n")[0] for r in replies}
+    # the press is answered in the name of the command its button confirms
+    assert answered == {
+        page["message_id"]: unknown,
+        prompt.message_id: unknown,
+        status["message_id"]: "WhatsApp gateway: up",
+    }
+    assert len(whatsmate.calls("/whatsapp/")) == reached  # the standby sent nothing
+    assert len(telegram.replies(TEAM)) == 4
     texts = [r.text for r in telegram.replies(ADMIN)]  # the handled /whoami is not rerun
     assert len(texts) == 2 and texts[1].startswith("Commands you may use")
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -229,9 +228,9 @@ class Pager:
         another incident's.
         """
         now = self._clock.now()
-        scanning = starting or time.monotonic() - self._last_scan >= SCAN_EVERY_S
+        scanning = starting or self._clock.monotonic() - self._last_scan >= SCAN_EVERY_S
         if scanning:  # what a dead replica (or process) left, and the gauge
-            self._last_scan = time.monotonic()
+            self._last_scan = self._clock.monotonic()
             interrupted = await self._store.interrupted_sends(now, starting=starting)
             if interrupted:
                 await self._interrupted(interrupted, now)

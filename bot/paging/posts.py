@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from bot.errors import ChatRefused, PostFailed, PostMaybeSent
 from bot.logs import get_logger
 from bot.replies import split_text
 from bot.storage.paging import PagingStore, PostRow
+from bot.vocabulary import ButtonPress, Press
 
 LEASE_S = 60.0  # a replica that takes posts holds them this long, renewed
 RENEW_EVERY_S = LEASE_S / 3  # how often a claim is renewed while a post is under way
@@ -40,8 +40,10 @@ log = get_logger("bot.paging.posts")
 
 def buttons_for(number: int, silence: bool) -> tuple[Button, ...]:
     """Acknowledge, and Silence 1h when Alertmanager's API is configured."""
-    ack = Button("Acknowledge", f"incident:{number}:ack")
-    return (ack, Button("Silence 1h", f"incident:{number}:silence")) if silence else (ack,)
+    ack = Button("Acknowledge", ButtonPress(str(number), Press.ACK).data)
+    if not silence:
+        return (ack,)
+    return (ack, Button("Silence 1h", ButtonPress(str(number), Press.SILENCE).data))
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class IncidentPoster:
 
     def _allowance(self, chat: int) -> int:
         """How many more posts the chat takes this minute (Telegram's group limit)."""
-        posted, now = self._posted[chat], time.monotonic()
+        posted, now = self._posted[chat], self._clock.monotonic()
         while posted and posted[0] < now - 60:
             posted.popleft()
         return int(self._per_minute) - len(posted)
@@ -207,7 +209,7 @@ class IncidentPoster:
                 planned.reply_to if index == 0 else None,
                 planned.buttons if last else (),
             )
-            self._posted[planned.chat_id].append(time.monotonic())
+            self._posted[planned.chat_id].append(self._clock.monotonic())
             first = message_id if first is None else first
         assert first is not None
         return first
