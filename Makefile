@@ -36,8 +36,9 @@ alertmanager:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus-alertmanager >/dev/null; }
 
+# Three workers on two cores: most tests wait on loopback servers and child processes.
 unit: $(STAMP) postgres alertmanager
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist worksteal
 
 test: lint types unit
 

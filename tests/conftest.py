@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import compileall
 import contextlib
 import io
 import os
@@ -51,6 +52,12 @@ def assert_call(request: HttpRequest, method: str, path: str, body: object = Non
 
 
 ENV = {**os.environ, "TEST_TG_TOKEN": "123456:TEST-telegram-token", "PYTHONUNBUFFERED": "1"}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The bot processes the tests start import the package: byte-compile it once, as an
+    installed wheel is, rather than in every process (PYTHONDONTWRITEBYTECODE may be set)."""
+    compileall.compile_dir(Path(__file__).resolve().parents[1] / "bot", quiet=1)
 
 
 async def start_bot_process(path: Path) -> asyncio.subprocess.Process:

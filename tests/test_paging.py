@@ -403,20 +403,18 @@ async def test_metrics_count_notifications_pages_and_acks(pager: BotUnderTest) -
 async def test_a_storm_of_100_groups_under_telegrams_real_group_limit(
     make_bot: BotUnderTest,
 ) -> None:
-    """Every answer 200 at once, every first page within seconds, and all 100 incidents
-    visible in at most 30 posts: Telegram allows about 20 a minute in a group."""
+    """Every notification answered 200, every incident paged once, and all 100 visible in
+    at most 30 posts: Telegram allows about 20 a minute in a group. (How fast: ``make
+    bench``, ``intake``.)"""
     real_limits = {"messages_per_second": 30, "messages_per_minute_per_group": 20}
     bot = await make_bot.start(**paging_config(free_port()), telegram=real_limits)
     bodies = [
         webhook_body(webhook_alert("db-1", f"storm {n}", alertname=f"Storm{n}"), group=f"Storm{n}")
         for n in range(100)
     ]
-    started = time.perf_counter()
     responses = await asyncio.gather(*(notify(bot, body) for body in bodies))
     assert [r.status_code for r in responses] == [200] * 100
-    assert time.perf_counter() - started < 5
     await sends(bot, 100)
-    assert time.perf_counter() - started < 10
     firsts = [r.json()["message"].split("\n")[0] for r in bot.whatsmate.sends()]
     found = [re.fullmatch(r"FIRING #(\d+) Storm(\d+): storm (\d+)", line) for line in firsts]
     assert all(found)
