@@ -119,6 +119,16 @@ def parse_inbound(raw: bytes) -> tuple[str, str]:
     return digits, message
 
 
+async def woken(wake: asyncio.Event, within_s: float) -> None:
+    """Until ``wake`` is set or ``within_s`` has passed, then clear it: a loop's wait for
+    work. asyncio.timeout, not wait_for: in Python 3.11 wait_for loses a cancel that
+    arrives as the event is set, and the loop would never stop."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within_s):
+            await wake.wait()
+    wake.clear()
+
+
 async def until_stored(what: str, write: Callable[[], Awaitable[T]]) -> T:
     """``write()``, tried again until the database takes it: a post in the chat whose
     record is lost would be posted again when its lease runs out (the bridge's and the
@@ -249,12 +259,7 @@ class Bridge:
         self._wake.set()  # whatever was stored before a restart goes out first
         try:
             while True:
-                # asyncio.timeout, not wait_for: in Python 3.11 wait_for loses a cancel
-                # that arrives as the event is set, and the poster would never stop.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(SCAN_EVERY_S):
-                        await self._wake.wait()
-                self._wake.clear()
+                await woken(self._wake, SCAN_EVERY_S)
                 try:
                     waiting = await self._storage.waiting_chats()
                 except Exception:  # the database is away: look again at the next scan

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bot.errors import UnknownCommand, UsageError
-from bot.vocabulary import Channel
+from bot.vocabulary import Channel, duration_s
 
 
 class Access(Enum):
@@ -148,8 +148,6 @@ SEND_COMMANDS = (SendText, SendLocation, SendMedia)
 PAGING_COMMANDS = (Acknowledge, SilenceIncident, ListIncidents)
 HISTORY_MAX = 50
 SILENCE_MIN_S, SILENCE_MAX_S = 60, 30 * 86400
-_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -326,8 +324,7 @@ def _silence(args: Args, name: str) -> Command:
     parts = _split(args.rest, 2)
     if len(parts) != 3 or parts[2]:
         raise spec.fail()
-    match = _DURATION.fullmatch(parts[1])
-    seconds = int(match[1]) * _UNIT_S[match[2]] if match else 0
+    seconds = duration_s(parts[1]) or 0
     if not SILENCE_MIN_S <= seconds <= SILENCE_MAX_S:
         raise spec.fail("The duration is e.g. 30m, 2h or 1d (1m to 30d).")
     return SilenceIncident(_incident_number(parts[0], spec), seconds)

@@ -32,7 +32,7 @@ from bot.recipients import (
     clean_written_number,
     looks_like_number,
 )
-from bot.vocabulary import Channel, Notify
+from bot.vocabulary import Channel, Notify, duration_s
 
 T = TypeVar("T")
 
@@ -59,8 +59,6 @@ REPEAT_MAX = 5
 _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _URL_SECRET = re.compile(r"[A-Za-z0-9_\-]+")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_EVERY = re.compile(r"([1-9][0-9]*)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -227,12 +225,6 @@ def url_passwords(url: str) -> tuple[str, ...]:
     written = [userinfo.partition(":")[2]] if at else []
     written += re.findall(r"(?:^|&)password=([^&]*)", parts.query)
     return tuple(dict.fromkeys(f for w in written if w for f in (w, urllib.parse.unquote(w))))
-
-
-def parse_every(text: str) -> int | None:
-    """``15m`` -> 900 seconds; None when not of the form <number><s|m|h|d>."""
-    match = _EVERY.fullmatch(text.strip())
-    return int(match[1]) * _UNIT_SECONDS[match[2]] if match else None
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -459,7 +451,7 @@ def _step(step: _Section, book: AddressBook) -> EscalationStep:
         raise ConfigError(step.path, "give exactly one of 'page' or 'wait'")
     if "wait" in step.raw:
         text = step.string("wait", "")
-        seconds = parse_every(text)
+        seconds = duration_s(text)
         if seconds is None or not WAIT_MIN_S <= seconds <= WAIT_MAX_S:
             raise ConfigError(
                 step.key("wait"), "expected a duration from 1s to 1d, e.g. 30s, 5m, 1h"
@@ -612,7 +604,7 @@ def _schedules(root: _Section) -> tuple[ScheduleConfig, ...]:
             raise ConfigError(entry.path, "give exactly one of 'every' or 'cron'")
         every_s = None
         if every_text is not None:
-            every_s = parse_every(every_text)
+            every_s = duration_s(every_text)
             if every_s is None:
                 raise ConfigError(f"{entry.path}.every", "expected e.g. 30s, 15m, 1h or 1d")
         if cron is not None:

@@ -17,12 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, assert_never
 
 from bot import commands as c
-from bot.config import ScheduleConfig, parse_every
+from bot.config import ScheduleConfig
 from bot.errors import StorageUnavailable
 from bot.logs import get_logger
 from bot.replies import Reply, Result
 from bot.storage import LastRun, Storage, StoredSchedule
-from bot.vocabulary import Notify, Outcome
+from bot.vocabulary import Notify, Outcome, duration_s
 
 log = get_logger("bot.schedules")
 SCHEDULE_SYNC_S = 10.0  # replicas pick up schedules added or removed elsewhere this often
@@ -47,7 +47,7 @@ class Schedule:
 
     @classmethod
     def from_stored(cls, stored: StoredSchedule) -> Schedule:
-        every_s = parse_every(stored.every)
+        every_s = duration_s(stored.every)
         return cls(
             stored.name,
             stored.chat_id,
@@ -190,7 +190,7 @@ def should_post(schedule: Schedule, previous_reply: str | None, reply: str) -> b
 
 def parse_schedule_every(text: str) -> int | None:
     """The interval of ``/schedule add``: 30s, 15m, 1h, 1d (at least 10 s)."""
-    seconds = parse_every(text)
+    seconds = duration_s(text)
     return seconds if seconds is not None and seconds >= 10 else None
 
 

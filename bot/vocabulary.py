@@ -8,8 +8,19 @@ module, never the other way round, and no layer spells a channel or a role as a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
+
+_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(text: str) -> int | None:
+    """``15m`` -> 900: a duration as the config and the chat write it, <number><s|m|h|d>;
+    None when ``text`` is not one."""
+    match = _DURATION.fullmatch(text.strip())
+    return int(match[1]) * _UNIT_S[match[2]] if match else None
 
 
 class Channel(Enum):

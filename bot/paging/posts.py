@@ -24,7 +24,15 @@ from functools import partial
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from bot.bridge import PART_MAX, REPEAT_MARK, Button, Post, keep_renewed, until_stored
+from bot.bridge import (
+    PART_MAX,
+    REPEAT_MARK,
+    Button,
+    Post,
+    keep_renewed,
+    until_stored,
+    woken,
+)
 from bot.clock import Clock
 from bot.errors import ChatRefused, PostFailed, PostMaybeSent
 from bot.logs import get_logger
@@ -132,10 +140,7 @@ class IncidentPoster:
             wait=wait_exponential(multiplier=0.5, max=30),
         )
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SCAN_EVERY_S):
-                    await self._wake.wait()
-            self._wake.clear()
+            await woken(self._wake, SCAN_EVERY_S)
             try:
                 async for attempt in retrying:
                     with attempt:
