@@ -103,6 +103,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if args.action == "run":
             return asyncio.run(_run(config))
+        _started()
         if args.action == "check":
             return asyncio.run(_check(config))
         return asyncio.run(_exec(config, args.command, args.yes))

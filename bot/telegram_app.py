@@ -497,7 +497,9 @@ class TelegramFrontend:
         if await self.service.prompt_waiting(pressed.key):
             return None
         request = Request(user_id, prompt.chat_id, False, prompt.text or "")
-        reply = await self.service.interrupted(request, pressed.command or None)
+        # anyone can send any callback data: a name only if it is one of our commands
+        name = pressed.command if pressed.command in commands.SPECS else None
+        reply = await self.service.interrupted(request, name)
         return prompt.chat_id, reply, prompt.message_id
 
     async def on_command(self, update: Update, context: Context) -> None:
