@@ -182,12 +182,16 @@ class HttpServer:
                 if request is None:
                     return
                 self.prepare(request)
+                # the fault is taken as the request is recorded: a test that sees the
+                # request and then clears or adds faults cannot change what it gets
+                fault = self._next_fault(request.path)
                 self.requests.append(request)
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:
                     await self.notify()
-                    response = await self._unless_client_leaves(reader, self._respond(request))
+                    answering = self._respond(request, fault)
+                    response = await self._unless_client_leaves(reader, answering)
                 finally:
                     self.in_flight -= 1
                 if response is None:
@@ -228,9 +232,8 @@ class HttpServer:
         await asyncio.gather(responding, return_exceptions=True)
         return None
 
-    async def _respond(self, request: HttpRequest) -> HttpResponse | None:
-        """The answer to ``request`` after any scripted fault; None: close, no answer."""
-        fault = self._next_fault(request.path)
+    async def _respond(self, request: HttpRequest, fault: Fault | None) -> HttpResponse | None:
+        """The answer to ``request`` after its scripted fault, if any; None: close, no answer."""
         if fault is not None and fault.kind == "drop":
             return None
         if fault is not None and fault.kind in ("taken-drop", "taken-hang"):
