@@ -5,8 +5,9 @@ and exit 2, never a traceback; ``exec`` exits 0 ok, 1 gateway or outcome failure
 2 usage or config error, so it can run from cron.
 
 Start-up only builds what lives as long as the process (modules, classes, the config):
-the collector is off until the runtime is open, then all of it is frozen (``gc.freeze``,
-never scanned again) and collection resumes for what the running bot allocates. Letting
+the collector is off until start-up is over (``run``: the runtime open; ``check`` and
+``exec``: the config read; ``demo``: at once), then all of it is frozen (``gc.freeze``,
+never scanned again) and collection resumes for what the process allocates. Letting
 CPython collect as those objects pile up cost a sixth of the start-up (``make bench``).
 """
 
