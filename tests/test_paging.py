@@ -375,7 +375,7 @@ async def test_the_answer_comes_whatever_telegram_and_whatsmate_do(pager: BotUnd
     started = time.perf_counter()
     responses = await asyncio.gather(*(notify(pager, firing(f"db-{n}")) for n in range(5)))
     assert [r.status_code for r in responses] == [200] * 5
-    assert time.perf_counter() - started < 5  # SPEC's 2 s, with room for a loaded machine
+    assert time.perf_counter() - started < 2  # SPEC: the 200 comes within 2 s
 
 
 async def test_metrics_count_notifications_pages_and_acks(pager: BotUnderTest) -> None:
